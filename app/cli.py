@@ -1,0 +1,273 @@
+"""The ``imgsim`` command line."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.config import get_settings
+from app.methods import DEFAULT_METHOD, METHODS
+
+app = typer.Typer(help="Image similarity search on PostgreSQL + pgvector.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The database: migrations, URL, embedded server.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry and its weights.", invoke_without_command=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FAILURES = 3  # the job finished, but some inputs failed
+
+ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model name (repeatable).")]
+MethodOpt = Annotated[str, typer.Option("--method", help=f"One of: {', '.join(METHODS)}.")]
+
+
+def fail(message: str, code: int = 1):
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _specs(models: list[str] | None):
+    from app.registry import UnknownModel, resolve_models
+
+    try:
+        return resolve_models(models or [get_settings().default_model])
+    except UnknownModel as exc:
+        fail(str(exc))
+
+
+def _method(name: str):
+    from app.methods import UnknownMethod, get_method
+
+    try:
+        return get_method(name)
+    except UnknownMethod as exc:
+        fail(str(exc))
+
+
+# ---- db ---------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")):
+    """Apply migrations up to REVISION (default: head)."""
+    from app import migrate
+
+    migrate.upgrade(revision)
+    out.print(f"database at revision {migrate.current()}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str):
+    """Revert migrations down to REVISION (``base`` empties the schema)."""
+    from app import migrate
+
+    migrate.downgrade(revision)
+    out.print(f"database at revision {migrate.current() or 'base'}")
+
+
+@db_app.command("url")
+def db_url():
+    """Print the connection URL (``psql "$(imgsim db url)"``)."""
+    from app.db import libpq_url
+
+    print(libpq_url())
+
+
+@db_app.command("stop")
+def db_stop():
+    """Stop the embedded PostgreSQL server."""
+    from app.db import stop_embedded
+
+    if get_settings().database_url:
+        fail("DATABASE_URL is set: there is no embedded server to stop")
+    print("stopped" if stop_embedded(get_settings().pgdata) else "not running")
+
+
+# ---- models -----------------------------------------------------------------------------------
+@models_app.callback()
+def models_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List the registered backbones, their dimensions and whether their weights are present."""
+    if ctx.invoked_subcommand:
+        return
+    from app.registry import MODELS
+    from app.weights import weights_present, weights_source
+
+    rows = [{"name": s.name, "dim": s.dim, "input_size": s.input_size, "offline": s.offline,
+             "weights": weights_source(s), "weights_present": weights_present(s)} for s in MODELS.values()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "dim", "input", "weights", "present")
+    for r in rows:
+        table.add_row(r["name"], str(r["dim"]), str(r["input_size"]), r["weights"],
+                      "yes" if r["weights_present"] else "no")
+    out.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(name: str = typer.Argument(..., help="Model name or 'all'.")):
+    """Load weights into the cache (needs internet for keras.applications models)."""
+    from app.backbones import build_backbone
+    from app.registry import UnknownModel, resolve_models
+    from app.weights import WeightsUnavailable, weights_dir
+
+    try:
+        specs = resolve_models(name)
+    except UnknownModel as exc:
+        fail(str(exc))
+    failed = 0
+    for spec in specs:
+        try:
+            build_backbone(spec)
+            out.print(f"{spec.name}: ok")
+        except WeightsUnavailable as exc:
+            failed += 1
+            err.print(f"{spec.name}: {exc}", highlight=False, soft_wrap=True)
+    out.print(f"weights cache: {weights_dir()}")
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---- ingest / search --------------------------------------------------------------------------
+@app.command()
+def ingest(
+    folder: Path,
+    model: ModelOpt = None,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV with filename,label (or group).")] = None,
+    method: MethodOpt = DEFAULT_METHOD,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+):
+    """Embed every image under FOLDER (idempotent: only what is not stored yet)."""
+    report = run_ingest(folder, model, labels, method, quiet)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILURES)
+
+
+def run_ingest(folder: Path, model, labels, method, quiet=False):
+    from app import migrate
+    from app.db import get_engine
+    from app.ingest import Ingestor
+    from app.labels import LabelsError, read_labels
+    from app.weights import WeightsUnavailable
+
+    specs, meth = _specs(model), _method(method)
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder")
+    try:
+        label_rows = read_labels(labels) if labels else None
+    except LabelsError as exc:
+        fail(str(exc))
+    migrate.upgrade()
+    ingestor = Ingestor(get_engine(), specs, meth)
+    try:
+        with _progress(quiet) as update:
+            report = ingestor.run(folder, label_rows, on_failure=lambda f: err.print(
+                f"[yellow]failed[/yellow] {f.path}: {f.reason}", highlight=False, soft_wrap=True), progress=update)
+    except WeightsUnavailable as exc:
+        fail(str(exc))
+    if not quiet:
+        per_model = ", ".join(f"{k} {v}" for k, v in report.embedded.items()) or "none"
+        out.print(f"found {report.found}: new {report.new_images}, skipped {report.skipped}, "
+                  f"failed {len(report.failed)}; embeddings written: {per_model}; "
+                  f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s)", soft_wrap=True)
+    return report
+
+
+class _progress:
+    """A Rich progress bar with images/s, fed by the ingestor's (done, total) callback."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda done, total: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err)
+        self.task = self.bar.add_task("ingest", total=None, rate="")
+        self.bar.start()
+
+        import time
+
+        started = time.perf_counter()
+
+        def update(done, total):
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            self.bar.update(self.task, completed=done, total=total, rate=f"{rate:.1f} img/s")
+
+        return update
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.bar.stop()
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="An image file or a stored image id."),
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=10000)] = 10,
+    method: MethodOpt = DEFAULT_METHOD,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Rank stored images by cosine distance to QUERY."""
+    from app.search import QueryError, similar
+    from app.images import ImageError
+    from app.weights import WeightsUnavailable
+
+    spec = _specs([model] if model else None)[0]
+    _method(method)
+    try:
+        hits = similar(query, spec.name, k, method)
+    except (QueryError, ImageError, WeightsUnavailable) as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps([{"path": h.path, "distance": h.distance, "label": h.label, "id": h.image_id}
+                          for h in hits], ensure_ascii=False, indent=2))
+        return
+    print_ranking(hits, f"{spec.name} / {method}")
+
+
+def print_ranking(hits, title: str, relevant: set[int] | None = None):
+    table = Table("rank", "path", "distance", "label", title=title, title_justify="left")
+    for rank, h in enumerate(hits, 1):
+        mark = " ✓" if relevant and h.image_id in relevant else ""
+        table.add_row(str(rank), h.path, f"{h.distance:.6f}", (h.label or "") + mark)
+    out.print(table)
+
+
+@app.command()
+def failures(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List the files that could not be ingested, with the reason."""
+    from app import migrate, store
+    from app.db import get_engine
+
+    migrate.upgrade()
+    with get_engine().connect() as conn:
+        rows = store.list_failures(conn)
+    if as_json:
+        print(json.dumps(rows, default=str, ensure_ascii=False, indent=2))
+        return
+    table = Table("path", "reason", "when")
+    for r in rows:
+        table.add_row(r["path"], r["reason"], r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table)
+
+
+def main():
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Finding and decoding image files: every failure becomes one clear line (``ImageError``)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+# Our own pixel limit is checked from the header before decoding; Pillow's stays as a backstop.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageError(Exception):
+    """A file that cannot be used as an image; ``str()`` is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: Path  # as found under the root
+    error: str | None = None  # set when the entry is unusable before reading (broken link, ...)
+
+
+def find_images(root: Path) -> list[Candidate]:
+    """Image files under ``root`` by extension (any case), sorted; unusable entries carry an error."""
+    root = Path(root)
+    if root.is_file():
+        return [Candidate(root)]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    found: list[Candidate] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=None, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if path.is_symlink() and not path.exists():
+                found.append(Candidate(path, "broken or looping symbolic link"))
+            elif path.is_dir():
+                continue  # a folder with an image-like name is walked, not read
+            else:
+                found.append(Candidate(path))
+    return found
+
+
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageError("empty file (0 bytes)")
+        if size > max_bytes:
+            raise ImageError(f"file too large: {size} bytes (limit {max_bytes}, IMGSIM_MAX_FILE_BYTES)")
+        return path.read_bytes()
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """Decode to an RGB image with EXIF orientation applied.
+
+    ``min_side`` lets JPEG decoding downscale in the DCT domain while keeping
+    both sides at least that large.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"too many pixels: {width}x{height} (limit {max_pixels}, IMGSIM_MAX_PIXELS)")
+            if min_side and image.format == "JPEG":
+                image.draft("RGB", _draft_size(width, height, min_side))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"corrupt or truncated image: {text}") from None
+
+
+def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
+    # draft() keeps each side >= the request; ask for min_side on the shorter side.
+    scale = min_side / min(width, height)
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB; transparency is composited onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def load_image(path: Path, max_pixels: int = 120_000_000, max_bytes: int = 200 * 1024**2,
+               min_side: int | None = None) -> Image.Image:
+    return decode(read_bytes(Path(path), max_bytes), max_pixels, min_side)
