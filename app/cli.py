@@ -236,10 +236,11 @@ def search(
 
 
 def print_ranking(hits, title: str, relevant: set[int] | None = None):
-    table = Table("rank", "path", "distance", "label", title=title, title_justify="left")
+    table = Table("rank", "distance", "label", title=title, title_justify="left")
+    table.add_column("path", overflow="fold")
     for rank, h in enumerate(hits, 1):
         mark = " ✓" if relevant and h.image_id in relevant else ""
-        table.add_row(str(rank), h.path, f"{h.distance:.6f}", (h.label or "") + mark)
+        table.add_row(str(rank), f"{h.distance:.6f}", (h.label or "") + mark, h.path)
     out.print(table)
 
 
@@ -255,10 +256,31 @@ def failures(as_json: Annotated[bool, typer.Option("--json")] = False):
     if as_json:
         print(json.dumps(rows, default=str, ensure_ascii=False, indent=2))
         return
-    table = Table("path", "reason", "when")
+    table = Table("when", "reason")
+    table.add_column("path", overflow="fold")
     for r in rows:
-        table.add_row(r["path"], r["reason"], r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), r["reason"], r["path"])
     out.print(table)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the photo set and reports go.")] = Path("out/demo"),
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+):
+    """Generate the calendar photo set, ingest it and show the ranked table for the first photo."""
+    from app.search import similar
+
+    spec = _specs([model] if model else None)[0]
+    folder = out_dir / "calendar"
+    from app.synth import make_calendar_set
+
+    labels_csv = make_calendar_set(folder)
+    out.print(f"generated {folder} (1-9.jpg: january page, 10-18.jpg: february page)")
+    run_ingest(folder, [spec.name], labels_csv, DEFAULT_METHOD)
+    query = folder / "1.jpg"
+    hits = similar(query, spec.name, k=18, method=DEFAULT_METHOD)
+    print_ranking(hits, f"{query} vs all, {spec.name}, method {DEFAULT_METHOD}")
 
 
 def main():

@@ -58,7 +58,8 @@ def libpq_url() -> str:
     """The connection URL as psql and libpq understand it."""
     settings = get_settings()
     if settings.database_url:
-        return make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        scheme, sep, rest = settings.database_url.partition("://")
+        return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else settings.database_url
     return embedded_uri(settings.pgdata)
 
 

@@ -81,6 +81,8 @@ def write_embeddings(conn: Connection, spec: ModelSpec, method: Method,
 
 
 def record_failure(conn: Connection, path: str, reason: str) -> None:
+    """Keep one row per path: the latest reason."""
+    clear_failures(conn, [path])
     conn.execute(text("INSERT INTO failures (path, reason) VALUES (:p, :r)"), {"p": path, "r": reason})
 
 

