@@ -19,8 +19,9 @@ db_app = typer.Typer(help="The database: migrations, URL, embedded server.", no_
 models_app = typer.Typer(help="The model registry and its weights.", invoke_without_command=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
-out = Console()
-err = Console(stderr=True)
+# Piped output is not cut to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 EXIT_FAILURES = 3  # the job finished, but some inputs failed
 
@@ -261,6 +262,90 @@ def failures(as_json: Annotated[bool, typer.Option("--json")] = False):
     for r in rows:
         table.add_row(r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), r["reason"], r["path"])
     out.print(table)
+
+
+def _print_metrics(rows, title="metrics"):
+    table = Table("model", "method", "mAP", "P@1", "P@R", "recall@1", "recall@k", "queries", "embed ms/img",
+                  title=title, title_justify="left")
+    for r in rows:
+        table.add_row(r["model"], r["method"], f"{r['map']:.3f}", f"{r['p_at_1']:.3f}", f"{r['p_at_r']:.3f}",
+                      f"{r['recall_at_1']:.3f}", f"{r['recall_at_k']:.3f} (k={r['k']})", str(r["n_queries"]),
+                      "" if r.get("embed_ms") is None else f"{r['embed_ms']:.1f}")
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    folder: Path,
+    labels: Annotated[Path, typer.Option(help="CSV: filename,group[,role] (role: query, database, both).")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    method: MethodOpt = DEFAULT_METHOD,
+    k: Annotated[int, typer.Option("-k", min=1, help="k of recall@k.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """Ingest FOLDER if needed, search with every labelled query, report mAP, P@1, P@R, recall@1/@k."""
+    from app import evaluate as ev
+    from app import migrate
+    from app.db import get_engine
+    from app.labels import LabelsError
+    from app.weights import WeightsUnavailable
+
+    spec, meth = _specs([model] if model else None)[0], _method(method)
+    migrate.upgrade()
+    try:
+        result = ev.evaluate(get_engine(), folder, labels, spec, meth, k=k)
+    except (LabelsError, ev.EvaluationError, WeightsUnavailable) as exc:
+        fail(str(exc))
+    row = {**result.as_dict(), "dataset": str(folder)}
+    if as_json:
+        print(json.dumps(row, indent=2))
+        return
+    _print_metrics([row], f"{folder}")
+    if result.missing:
+        err.print(f"{len(result.missing)} labelled files are not stored (see imgsim failures)")
+
+
+@app.command()
+def compare(
+    folder: Path,
+    labels: Annotated[Path, typer.Option(help="CSV: filename,group[,role].")],
+    models: Annotated[str, typer.Option(help="'all' or a comma-separated list.")] = "all",
+    query: Annotated[Optional[str], typer.Option(help="File (as named in the CSV) for the ranked tables.")] = None,
+    method: MethodOpt = DEFAULT_METHOD,
+    k: Annotated[int, typer.Option("-k", min=1)] = 10,
+    top: Annotated[int, typer.Option(help="Rows of each ranked table.")] = 20,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the HTML report and PNG go.")] = Path("out/compare"),
+):
+    """Compare models on FOLDER: a ranked table per model, a metrics table, an HTML report and a PNG sheet."""
+    from app import compare as cmp
+    from app import migrate, report
+    from app.db import get_engine
+    from app.labels import LabelsError
+    from app.registry import UnknownModel, resolve_models
+
+    try:
+        specs = resolve_models(models)
+    except UnknownModel as exc:
+        fail(str(exc))
+    meth = _method(method)
+    migrate.upgrade()
+
+    def show(result):
+        print_ranking(result.query_hits[:top + 1], f"{result.evaluation.model} / {meth.name}: query {query or ''}",
+                      result.evaluation.relevant.get(result.query_hits[0].image_id if result.query_hits else -1))
+
+    try:
+        comparison = cmp.compare(get_engine(), folder, labels, specs, meth, query, k, top, on_model=show)
+    except (LabelsError, ValueError) as exc:
+        fail(str(exc))
+    rows = [{**r.evaluation.as_dict(), "embed_ms": r.embed_ms} for r in comparison.ranked()]
+    _print_metrics(rows, f"{folder} (best first)")
+    for name, reason in comparison.skipped.items():
+        err.print(f"skipped {name}: {reason}", highlight=False, soft_wrap=True)
+    if comparison.results:
+        html_path = report.write_html(comparison, out_dir / "report.html", top=min(top, 10))
+        png_path = report.write_contact_sheet(comparison, out_dir / "contact_sheet.png")
+        out.print(f"report: {html_path.resolve()}\ncontact sheet: {png_path.resolve()}")
 
 
 @app.command()

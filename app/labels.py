@@ -46,3 +46,21 @@ def read_labels(path: Path) -> dict[str, LabelRow]:
 def label_for(rows: dict[str, LabelRow], relative: str) -> LabelRow | None:
     """Match by path relative to the folder, then by bare file name."""
     return rows.get(relative) or rows.get(relative.rsplit("/", 1)[-1])
+
+
+def resolve_files(folder: Path, rows: dict[str, LabelRow], found: list[Path]) -> dict[str, Path]:
+    """Labelled name -> file among ``found`` (files under ``folder``), by relative path, else bare name."""
+    by_relative, by_name = {}, {}
+    for path in found:
+        try:
+            relative = path.relative_to(folder).as_posix()
+        except ValueError:
+            relative = path.name
+        by_relative[relative] = path
+        by_name.setdefault(path.name, path)
+    resolved = {}
+    for name in rows:
+        path = by_relative.get(name) or by_name.get(name.rsplit("/", 1)[-1])
+        if path is not None:
+            resolved[name] = path
+    return resolved

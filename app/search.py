@@ -31,20 +31,34 @@ class Hit:
         return asdict(self)
 
 
-def knn_sql(spec: ModelSpec, method: Method) -> str:
-    """The search as plain SQL (also what the README shows for psql users)."""
+def knn_sql(spec: ModelSpec, method: Method, restricted: bool = False) -> str:
+    """The search as plain SQL (also what the README shows for psql users).
+
+    ``restricted`` adds a filter to the image ids in ``:among`` (evaluation protocols).
+    """
     expr = vector_expr("e.embedding", spec.dim)
     cast = query_cast(spec.dim)
+    among = " AND e.image_id = ANY(:among)" if restricted else ""
     return (f"SELECT i.id, i.path, i.label, {expr} <=> CAST(:q AS {cast}) AS distance "
             f"FROM {spec.table} e JOIN images i ON i.id = e.image_id "
-            f"WHERE e.method = '{method.name}' "
+            f"WHERE e.method = '{method.name}'{among} "
             f"ORDER BY {expr} <=> CAST(:q AS {cast}) LIMIT :k")
 
 
-def nearest(conn: Connection, spec: ModelSpec, method: Method, vector: np.ndarray, k: int) -> list[Hit]:
+def vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(v):.8g}" for v in np.asarray(vector, dtype=np.float32)) + "]"
+
+
+def nearest(conn: Connection, spec: ModelSpec, method: Method, vector: np.ndarray, k: int,
+            among: list[int] | None = None) -> list[Hit]:
+    """The k nearest stored images; ``among`` restricts the candidates (an iterative index scan)."""
     conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(int(k), 1000))}"))
-    literal = "[" + ",".join(f"{float(v):.8g}" for v in np.asarray(vector, dtype=np.float32)) + "]"
-    rows = conn.execute(text(knn_sql(spec, method)), {"q": literal, "k": int(k)})
+    params = {"q": vector_literal(vector), "k": int(k)}
+    if among is not None:
+        conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+        conn.execute(text("SET LOCAL hnsw.max_scan_tuples = 1000000"))
+        params["among"] = list(among)
+    rows = conn.execute(text(knn_sql(spec, method, among is not None)), params)
     return [Hit(r.id, r.path, float(r.distance), r.label) for r in rows]
 
 

@@ -1,0 +1,62 @@
+"""Compare models on one labelled folder: metrics per model, the ranked list for one query, reports."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+
+from app.evaluate import evaluate
+from app.images import load_image
+from app.ingest import Ingestor
+from app.methods import Method
+from app.registry import ModelSpec
+from app.report import Comparison, ModelResult
+from app.search import nearest
+from app import store
+from app.weights import WeightsUnavailable
+
+
+def embed_ms_per_image(ingestor: Ingestor, spec: ModelSpec, method: Method, paths: list[Path], n: int = 8) -> float:
+    """Inference time per image on a batch of ``n`` decoded images (after one warm-up call)."""
+    images = [method.prepare(load_image(p, min_side=method.input_side(spec)), spec) for p in paths[:n]]
+    batch = np.stack(images)
+    embedder = ingestor.embedder(spec)
+    embedder.embed(batch)  # warm-up: traces the function for this batch shape
+    started = time.perf_counter()
+    embedder.embed(batch)
+    return 1000 * (time.perf_counter() - started) / len(batch)
+
+
+def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpec], method: Method,
+            query: str | None = None, k: int = 10, top: int = 20, on_model=None) -> Comparison:
+    from app.labels import read_labels
+
+    rows = read_labels(labels_csv)
+    query_name = query or next(n for n, r in rows.items() if r.role in ("query", "both"))
+    if query_name not in rows:
+        raise ValueError(f"{query_name} is not in {labels_csv}")
+    results, skipped, query_id = [], {}, None
+    for spec in specs:
+        ingestor = Ingestor(engine, [spec], method)
+        try:
+            evaluation = evaluate(engine, folder, labels_csv, spec, method, k=k, ingestor=ingestor)
+            sample = [Path(h.path) for h in next(iter(evaluation.rankings.values()))[:8]]
+            embed_ms = embed_ms_per_image(ingestor, spec, method, sample)
+        except WeightsUnavailable as exc:
+            skipped[spec.name] = str(exc)
+            continue
+        query_id = next(i for i, n in evaluation.names.items() if n == query_name)
+        with engine.begin() as conn:
+            _, vectors = store.stored_vectors(conn, spec, method, [query_id])
+            database = sorted({i for hits in evaluation.rankings.values() for h in hits for i in [h.image_id]}
+                              | {query_id})
+            hits = nearest(conn, spec, method, vectors[0], top + 1, among=database)
+        query_path = next((h.path for h in hits if h.image_id == query_id), query_name)
+        result = ModelResult(evaluation, hits, embed_ms)
+        results.append(result)
+        if on_model:
+            on_model(result)
+    return Comparison(str(folder), query_id or -1, query_name, query_path if results else query_name,
+                      results, skipped)
