@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.config import get_settings
-from app.methods import DEFAULT_METHOD, METHODS
+from app.methods import DEFAULT_METHOD
 
 app = typer.Typer(help="Image similarity search on PostgreSQL + pgvector.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -26,7 +26,9 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 EXIT_FAILURES = 3  # the job finished, but some inputs failed
 
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model name (repeatable).")]
-MethodOpt = Annotated[str, typer.Option("--method", help=f"One of: {', '.join(METHODS)}.")]
+MethodOpt = Annotated[str, typer.Option(
+    "--method", help="DESCRIPTOR[+w][+qe][+sift|+orb], descriptor global|gem|gem-ms|rmac; "
+                     "'verified' (default) = gem+sift. See `imgsim methods`.")]
 
 
 def fail(message: str, code: int = 1):
@@ -230,19 +232,66 @@ def search(
     except (QueryError, ImageError, WeightsUnavailable) as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps([{"path": h.path, "distance": h.distance, "label": h.label, "id": h.image_id}
-                          for h in hits], ensure_ascii=False, indent=2))
+        print(json.dumps([{"path": h.path, "distance": h.distance, "label": h.label, "id": h.image_id,
+                           "inliers": h.inliers} for h in hits], ensure_ascii=False, indent=2))
         return
     print_ranking(hits, f"{spec.name} / {method}")
 
 
+@app.command()
+def methods(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List the descriptors, steps and named methods."""
+    from app.methods import ALIASES, DESCRIPTORS, SHORTLIST
+
+    rows = [{"name": d.name, "kind": "descriptor", "description": d.description} for d in DESCRIPTORS.values()]
+    rows += [{"name": "+w", "kind": "step", "description": "PCA-whitening learned on the collection (imgsim index whiten)"},
+             {"name": "+qe", "kind": "step", "description": "alpha query expansion (top 3, alpha 3)"},
+             {"name": "+sift", "kind": "step", "description": f"SIFT + RANSAC verification of the top {SHORTLIST}"},
+             {"name": "+orb", "kind": "step", "description": f"ORB + RANSAC verification of the top {SHORTLIST}"}]
+    rows += [{"name": a, "kind": "alias", "description": f"= {m}" + (" (default)" if a == DEFAULT_METHOD else "")}
+             for a, m in ALIASES.items()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "kind", "description")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["description"])
+    out.print(table)
+
+
 def print_ranking(hits, title: str, relevant: set[int] | None = None):
-    table = Table("rank", "distance", "label", title=title, title_justify="left")
+    verified = any(h.inliers is not None for h in hits)
+    table = Table("rank", "distance", *(["inliers"] if verified else []), "label", title=title, title_justify="left")
     table.add_column("path", overflow="fold")
     for rank, h in enumerate(hits, 1):
         mark = " ✓" if relevant and h.image_id in relevant else ""
-        table.add_row(str(rank), f"{h.distance:.6f}", (h.label or "") + mark, h.path)
+        inliers = ["" if h.inliers is None else str(h.inliers)] if verified else []
+        table.add_row(str(rank), f"{h.distance:.6f}", *inliers, (h.label or "") + mark, h.path)
     out.print(table)
+
+
+index_app = typer.Typer(help="Collection-level index steps.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("whiten")
+def index_whiten(
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    method: Annotated[str, typer.Option("--method", help="Descriptor to whiten (gem, gem-ms, rmac).")] = "gem",
+):
+    """Fit PCA-whitening on the stored vectors and write the whitened rows (method DESCRIPTOR+w)."""
+    from app import migrate
+    from app.db import get_engine
+    from app.whiten import WhiteningError, whiten_collection
+
+    spec, meth = _specs([model] if model else None)[0], _method(method)
+    migrate.upgrade()
+    try:
+        result = whiten_collection(get_engine(), spec, meth.raw)
+    except WhiteningError as exc:
+        fail(str(exc))
+    out.print(f"{result['model']}/{result['method']}: version {result['version']} fitted on "
+              f"{result['n_images']} images")
 
 
 @app.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import Engine
 
 from app.evaluate import evaluate
@@ -13,20 +12,19 @@ from app.ingest import Ingestor
 from app.methods import Method
 from app.registry import ModelSpec
 from app.report import Comparison, ModelResult
-from app.search import nearest
-from app import store
+from app.search import rank, stored_query
 from app.weights import WeightsUnavailable
 
 
 def embed_ms_per_image(ingestor: Ingestor, spec: ModelSpec, method: Method, paths: list[Path], n: int = 8) -> float:
     """Inference time per image on a batch of ``n`` decoded images (after one warm-up call)."""
-    images = [method.prepare(load_image(p, min_side=method.input_side(spec)), spec) for p in paths[:n]]
-    batch = np.stack(images)
+    prepared = [method.prepare(load_image(p, min_side=method.min_side(spec), longest=method.longest_side()), spec)
+                for p in paths[:n]]
     embedder = ingestor.embedder(spec)
-    embedder.embed(batch)  # warm-up: traces the function for this batch shape
+    embedder.describe(prepared)  # warm-up
     started = time.perf_counter()
-    embedder.embed(batch)
-    return 1000 * (time.perf_counter() - started) / len(batch)
+    embedder.describe(prepared)
+    return 1000 * (time.perf_counter() - started) / len(prepared)
 
 
 def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpec], method: Method,
@@ -49,10 +47,8 @@ def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpe
             continue
         query_id = next(i for i, n in evaluation.names.items() if n == query_name)
         with engine.begin() as conn:
-            _, vectors = store.stored_vectors(conn, spec, method, [query_id])
-            database = sorted({i for hits in evaluation.rankings.values() for h in hits for i in [h.image_id]}
-                              | {query_id})
-            hits = nearest(conn, spec, method, vectors[0], top + 1, among=database)
+            database = sorted({h.image_id for hits in evaluation.rankings.values() for h in hits} | {query_id})
+            hits = rank(conn, spec, method, stored_query(conn, query_id, spec, method), top + 1, among=database)
         query_path = next((h.path for h in hits if h.image_id == query_id), query_name)
         result = ModelResult(evaluation, hits, embed_ms)
         results.append(result)

@@ -18,7 +18,7 @@ from app.labels import LabelRow, read_labels, resolve_files
 from app.methods import Method
 from app.metrics import Summary, summarize
 from app.registry import ModelSpec
-from app.search import Hit, nearest
+from app.search import Hit, rank, stored_query
 
 
 class EvaluationError(ValueError):
@@ -72,7 +72,9 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
     ids = image_ids(engine, folder, rows, get_settings().max_file_bytes)
     missing = sorted(set(rows) - set(ids))
     with engine.connect() as conn:
-        embedded = store.embedded_ids(conn, spec, method, ids.values())
+        embedded = store.embedded_ids(conn, spec, method.stored, ids.values())
+        if method.local:
+            embedded &= store.local_ids(conn, method.local.name, ids.values())
     ids = {name: i for name, i in ids.items() if i in embedded}
     group = {ids[n]: rows[n].label for n in ids}
     database = sorted({ids[n] for n in ids if rows[n].role in ("database", "both")})
@@ -82,10 +84,9 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
     rankings, relevant, lists = {}, {}, []
     started = time.perf_counter()
     with engine.begin() as conn:
-        ids_list, vectors = store.stored_vectors(conn, spec, method, queries)
-        vector_of = dict(zip(ids_list, vectors))
         for q in queries:
-            hits = [h for h in nearest(conn, spec, method, vector_of[q], len(database) + 1, among=database)
+            query = stored_query(conn, q, spec, method)
+            hits = [h for h in rank(conn, spec, method, query, len(database) + 1, among=database)
                     if h.image_id != q]
             rel = {d for d in database if d != q and group[d] == group[q]}
             rankings[q], relevant[q] = hits, rel

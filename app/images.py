@@ -69,11 +69,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
+def decode(data: bytes, max_pixels: int, min_side: int | None = None, longest: int | None = None) -> Image.Image:
     """Decode to an RGB image with EXIF orientation applied.
 
-    ``min_side`` lets JPEG decoding downscale in the DCT domain while keeping
-    both sides at least that large.
+    ``min_side`` and ``longest`` let JPEG decoding downscale in the DCT domain while
+    keeping the shorter side >= ``min_side`` and the longer side >= ``longest``.
     """
     try:
         with warnings.catch_warnings():
@@ -82,8 +82,8 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.I
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(f"too many pixels: {width}x{height} (limit {max_pixels}, IMGSIM_MAX_PIXELS)")
-            if min_side and image.format == "JPEG":
-                image.draft("RGB", _draft_size(width, height, min_side))
+            if (min_side or longest) and image.format == "JPEG":
+                image.draft("RGB", _draft_size(width, height, min_side or 1, longest or 1))
             image.load()
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
@@ -96,9 +96,9 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.I
         raise ImageError(f"corrupt or truncated image: {text}") from None
 
 
-def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
-    # draft() keeps each side >= the request; ask for min_side on the shorter side.
-    scale = min_side / min(width, height)
+def _draft_size(width: int, height: int, min_side: int, longest: int) -> tuple[int, int]:
+    # draft() keeps each side >= the request.
+    scale = max(min_side / min(width, height), longest / max(width, height))
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
@@ -118,5 +118,5 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(path: Path, max_pixels: int = 120_000_000, max_bytes: int = 200 * 1024**2,
-               min_side: int | None = None) -> Image.Image:
-    return decode(read_bytes(Path(path), max_bytes), max_pixels, min_side)
+               min_side: int | None = None, longest: int | None = None) -> Image.Image:
+    return decode(read_bytes(Path(path), max_bytes), max_pixels, min_side, longest)

@@ -1,12 +1,13 @@
-"""The ingestion job: reader (find + hash) -> mapper (decode + embed) -> writer (COPY), batch by batch.
+"""The ingestion job: reader (find + hash) -> mapper (decode, local features, embed) -> writer (COPY).
 
-Content hashes make it idempotent: only (image, model) pairs not stored yet are
-embedded. Each batch commits atomically. A first load drops the HNSW index and
-builds it after the bulk COPY.
+Content hashes make it idempotent: only the (image, model) pairs and local features not
+stored yet are computed. Each batch commits atomically. A first load drops the HNSW index
+and builds it after the bulk COPY.
 """
 from __future__ import annotations
 
 import itertools
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from app import store
 from app.config import get_settings
 from app.images import Candidate, ImageError, decode, find_images, read_bytes, sha256
 from app.labels import LabelRow, label_for
+from app.local import extract
 from app.methods import Method
 from app.registry import ModelSpec
 
@@ -30,7 +32,8 @@ class Decoded:
     sha: str
     width: int
     height: int
-    arrays: dict[str, np.ndarray]  # model name -> prepared uint8 input
+    arrays: dict[str, list[np.ndarray]]  # model name -> prepared uint8 inputs (one per scale)
+    local: object | None = None  # LocalFeatures when the method verifies
 
 
 @dataclass
@@ -46,6 +49,7 @@ class IngestReport:
     skipped: int = 0
     failed: list[Failure] = field(default_factory=list)
     embedded: dict[str, int] = field(default_factory=dict)
+    local_features: int = 0
     seconds: float = 0.0
     embed_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -61,6 +65,7 @@ class _Work:
     relative: str
     sha: str | None = None
     models: list[ModelSpec] = field(default_factory=list)
+    need_local: bool = False
     error: str | None = None
 
 
@@ -78,9 +83,11 @@ def _hash(work: _Work, max_bytes: int) -> _Work:
 def _decode(work: _Work, method: Method, max_pixels: int, max_bytes: int) -> Decoded | Failure:
     try:
         data = read_bytes(work.candidate.path, max_bytes)
-        image = decode(data, max_pixels, min_side=max(method.input_side(s) for s in work.models))
+        min_side = max([method.min_side(s) for s in work.models] or [1])
+        image = decode(data, max_pixels, min_side=min_side, longest=method.longest_side())
         arrays = {spec.name: method.prepare(image, spec) for spec in work.models}
-        return Decoded(work.candidate.path, sha256(data), image.width, image.height, arrays)
+        local = extract(image, method.local) if work.need_local else None
+        return Decoded(work.candidate.path, sha256(data), image.width, image.height, arrays, local)
     except ImageError as exc:
         return Failure(work.candidate.path, str(exc))
     except MemoryError:
@@ -109,21 +116,21 @@ class Ingestor:
                  embedders: dict[str, object] | None = None, pretrained: bool = True):
         self.engine, self.models, self.method = engine, models, method
         self.settings = get_settings()
-        self._embedders = embedders or {}
+        self._embedders = embedders if embedders is not None else {}
         self.pretrained = pretrained
+        self._whitening: dict[str, object] = {}
 
     def embedder(self, spec: ModelSpec):
-        if spec.name not in self._embedders:
+        key = f"{spec.name}/{self.method.raw}"
+        if key not in self._embedders:
             from app.embedder import Embedder
 
-            self._embedders[spec.name] = Embedder(spec, self.method, pretrained=self.pretrained)
-        return self._embedders[spec.name]
+            self._embedders[key] = Embedder(spec, self.method, pretrained=self.pretrained)
+        return self._embedders[key]
 
     def run(self, root: Path, labels: dict[str, LabelRow] | None = None,
             on_failure: Callable[[Failure], None] | None = None,
             progress: Callable[[int, int], None] | None = None) -> IngestReport:
-        import time
-
         started = time.perf_counter()
         root = Path(root)
         report = IngestReport()
@@ -142,10 +149,8 @@ class Ingestor:
                                       todo, ahead=2 * s.batch_size)
                 done = 0
                 for batch in _batched(decoded, s.batch_size):
-                    failures = [d for d in batch if isinstance(d, Failure)]
-                    images = [d for d in batch if isinstance(d, Decoded)]
-                    self._write(images, labels, root, report)
-                    self._fail(report, failures, on_failure)
+                    self._write([d for d in batch if isinstance(d, Decoded)], labels, root, report)
+                    self._fail(report, [d for d in batch if isinstance(d, Failure)], on_failure)
                     done += len(batch)
                     if progress:
                         progress(done, len(todo))
@@ -155,11 +160,13 @@ class Ingestor:
         return report
 
     def _plan(self, works: list[_Work], labels, report: IngestReport) -> list[_Work]:
-        """Decide which files need which models; count the rest as skipped."""
+        """Decide which files need which models (and local features); count the rest as skipped."""
         valid = [w for w in works if not w.error]
+        kind = self.method.local
         with self.engine.begin() as conn:
             ids = store.image_ids_by_sha(conn, [w.sha for w in valid])
-            done = {spec.name: store.embedded_ids(conn, spec, self.method, ids.values()) for spec in self.models}
+            done = {spec.name: store.embedded_ids(conn, spec, self.method.raw, ids.values()) for spec in self.models}
+            local_done = store.local_ids(conn, kind.name, ids.values()) if kind else set()
             if labels:
                 store.set_labels(conn, {w.sha: row.label for w in valid
                                         if w.sha in ids and (row := label_for(labels, w.relative))})
@@ -167,16 +174,21 @@ class Ingestor:
         for w in valid:
             image_id = ids.get(w.sha)
             w.models = [spec for spec in self.models if image_id is None or image_id not in done[spec.name]]
-            if not w.models or w.sha in seen:
+            w.need_local = kind is not None and (image_id is None or image_id not in local_done)
+            if (not w.models and not w.need_local) or w.sha in seen:
                 report.skipped += 1
             else:
                 todo.append(w)
             seen.add(w.sha)
         return todo
 
-    def _write(self, images: list[Decoded], labels, root: Path, report: IngestReport) -> None:
-        import time
+    def _whitening_for(self, spec: ModelSpec):
+        if spec.name not in self._whitening:
+            with self.engine.connect() as conn:
+                self._whitening[spec.name] = store.load_whitening(conn, spec.name, self.method.raw)
+        return self._whitening[spec.name]
 
+    def _write(self, images: list[Decoded], labels, root: Path, report: IngestReport) -> None:
         if not images:
             return
         vectors = {}
@@ -184,7 +196,7 @@ class Ingestor:
             batch = [d for d in images if spec.name in d.arrays]
             if batch:
                 t0 = time.perf_counter()
-                vectors[spec.name] = (batch, self.embedder(spec).embed(np.stack([d.arrays[spec.name] for d in batch])))
+                vectors[spec.name] = (batch, self.embedder(spec).describe([d.arrays[spec.name] for d in batch]))
                 report.embed_seconds[spec.name] = report.embed_seconds.get(spec.name, 0.0) + time.perf_counter() - t0
         rows = []
         for d in images:
@@ -197,10 +209,24 @@ class Ingestor:
             report.new_images += len(ids) - len(before)
             for spec in self.models:
                 if spec.name in vectors:
-                    batch, matrix = vectors[spec.name]
-                    n = store.write_embeddings(conn, spec, self.method, [ids[d.sha] for d in batch], matrix)
-                    report.embedded[spec.name] = report.embedded.get(spec.name, 0) + n
+                    self._write_vectors(conn, spec, ids, *vectors[spec.name], report)
+            if self.method.local:
+                local = [(ids[d.sha], d.local) for d in images if d.local is not None]
+                report.local_features += store.write_local(conn, self.method.local.name, local)
             store.clear_failures(conn, [str(d.path) for d in images])
+
+    def _write_vectors(self, conn, spec: ModelSpec, ids, batch: list[Decoded], described, report) -> None:
+        rows = [(ids[d.sha], region, v) for d, matrix in zip(batch, described) for region, v in enumerate(matrix)]
+        n = store.write_embeddings(conn, spec, self.method.raw, rows)
+        report.embedded[spec.name] = report.embedded.get(spec.name, 0) + n
+        whitening = self._whitening_for(spec)
+        if whitening is not None:  # keep the collection's whitened rows complete
+            from app.whiten import apply
+
+            _, mean, projection = whitening
+            whitened = apply(np.stack([v for _, _, v in rows]), mean, projection)
+            store.write_embeddings(conn, spec, f"{self.method.raw}+w",
+                                   [(i, r, w) for (i, r, _), w in zip(rows, whitened)])
 
     def _fail(self, report: IngestReport, failures: list[Failure], on_failure) -> None:
         if not failures:
@@ -218,16 +244,16 @@ class Ingestor:
         for spec in self.models:
             with self.engine.begin() as conn:
                 if not any(spec in w.models for w in todo):
-                    store.ensure_index(conn, spec, self.method)  # e.g. after a killed first load
-                elif store.count_embeddings(conn, spec, self.method) == 0:
-                    store.drop_index(conn, spec, self.method)
+                    store.ensure_index(conn, spec, self.method.raw)  # e.g. after a killed first load
+                elif store.count_embeddings(conn, spec, self.method.raw) == 0:
+                    store.drop_index(conn, spec, self.method.raw)
                     dropped.append(spec)
         return dropped
 
     def _build_indexes(self, specs: list[ModelSpec]) -> None:
         for spec in specs:
             with self.engine.begin() as conn:
-                store.ensure_index(conn, spec, self.method)
+                store.ensure_index(conn, spec, self.method.raw)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -1,48 +1,138 @@
-"""Retrieval methods: how an image becomes the vector(s) stored for a backbone.
+"""Retrieval methods: how an image becomes stored vectors, and how a query is ranked.
 
-A method decides the resize and the pooling of the backbone's last feature map.
-Method names are stored in the ``method`` column and select a partial HNSW index.
+A method name is a descriptor followed by optional steps, joined with ``+``:
+
+    DESCRIPTOR[+w][+qe][+sift|+orb]
+
+Descriptors (what is stored in the ``method`` column of each embedding table):
+- ``global``: the original study's method: squash to the model's input size, global average pooling.
+- ``gem``: keep the aspect ratio, longest side 512 px, GeM pooling (p=3) of the last conv map.
+- ``gem-ms``: like ``gem`` at 768 px, over three scales (1, 1/sqrt 2, 1/2), summed.
+- ``rmac``: ``gem`` plus 13 regional GeM vectors (2x2 and 3x3 overlapping grids) stored as extra
+  rows; an image's score sums, over the query's regions, the best match among its regions.
+
+Steps:
+- ``w``: PCA-whitening learned on the collection (``imgsim index whiten``); stored as ``<descriptor>+w``.
+- ``qe``: alpha query expansion: the query plus its top 3 results weighted by similarity^3, searched again.
+- ``sift`` / ``orb``: spatial verification of the top 100 by RANSAC-verified local matches (``app.local``).
+
+``verified`` names the recommended default: ``gem+sift``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
+from app.local import KINDS, LONGEST_SIDE, LocalKind
 from app.registry import ModelSpec
 
 
 class UnknownMethod(KeyError):
     def __str__(self) -> str:
-        return f"unknown method {self.args[0]!r}; known methods: {', '.join(METHODS)}"
+        return (f"unknown method {self.args[0]!r}; use DESCRIPTOR[+w][+qe][+sift|+orb] with a descriptor "
+                f"from {', '.join(DESCRIPTORS)}, or one of {', '.join(ALIASES)}")
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    name: str
+    description: str
+    squash: bool = False  # squash to the model's input size (else keep aspect ratio)
+    longest: int = 512
+    scales: tuple[float, ...] = (1.0,)
+    pooling: str = "gem"
+    regions: bool = False
+
+    def sizes(self, width: int, height: int) -> list[tuple[int, int]]:
+        """(width, height) of each scale for an image of this size (aspect kept)."""
+        out = []
+        for s in self.scales:
+            f = self.longest * s / max(width, height)
+            out.append((max(32, round(width * f)), max(32, round(height * f))))
+        return out
+
+
+DESCRIPTORS: dict[str, Descriptor] = {
+    "global": Descriptor("global", "squash to the model input (224 px for most), global average pooling",
+                         squash=True, pooling="avg"),
+    "gem": Descriptor("gem", "aspect kept, longest side 512 px, GeM p=3"),
+    "gem-ms": Descriptor("gem-ms", "aspect kept, longest side 768 px at scales 1, 1/sqrt2, 1/2, GeM p=3",
+                         longest=768, scales=(1.0, 1 / math.sqrt(2), 0.5)),
+    "rmac": Descriptor("rmac", "gem plus 13 regional GeM vectors stored as extra rows", regions=True),
+}
+STEPS = ("w", "qe", "sift", "orb")
+ALIASES = {"verified": "gem+sift"}
+DEFAULT_METHOD = "verified"
+SHORTLIST = 100  # candidates verified by local features
+QE_TOP, QE_ALPHA = 3, 3.0
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    description: str
-    pooling: str  # "avg" or "gem"
+    descriptor: Descriptor
+    whiten: bool = False
+    qe: bool = False
+    local: LocalKind | None = None
+    steps: tuple[str, ...] = field(default=())
 
-    def input_side(self, spec: ModelSpec) -> int:
-        """The shorter side the decoder must keep (lets JPEG decoding downscale early)."""
-        return spec.input_size
+    @property
+    def stored(self) -> str:
+        """The ``method`` value of the vectors this method searches."""
+        return self.descriptor.name + ("+w" if self.whiten else "")
 
-    def prepare(self, image: Image.Image, spec: ModelSpec) -> np.ndarray:
-        """RGB image -> uint8 array the backbone takes."""
-        size = spec.input_size
-        return np.asarray(image.resize((size, size), Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+    @property
+    def raw(self) -> str:
+        """The ``method`` value of the unwhitened vectors (what ingest computes)."""
+        return self.descriptor.name
 
+    def min_side(self, spec: ModelSpec) -> int:
+        return spec.input_size if self.descriptor.squash else 32
 
-METHODS: dict[str, Method] = {
-    "global": Method("global", "the original study's method: squash to the model's input size "
-                     "(224 px for most), global average pooling, cosine distance", "avg"),
-}
-DEFAULT_METHOD = "global"
+    def longest_side(self) -> int:
+        side = 0 if self.descriptor.squash else self.descriptor.longest
+        return max(side, LONGEST_SIDE if self.local else 0)
+
+    def prepare(self, image: Image.Image, spec: ModelSpec) -> list[np.ndarray]:
+        """RGB image -> the uint8 arrays the backbone takes (one per scale)."""
+        if self.descriptor.squash:
+            size = spec.input_size
+            return [np.asarray(image.resize((size, size), Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8)]
+        return [np.asarray(image.resize(wh, Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+                for wh in self.descriptor.sizes(image.width, image.height)]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise UnknownMethod(name) from None
+    canonical = ALIASES.get(name, name)
+    parts = canonical.split("+")
+    descriptor = DESCRIPTORS.get(parts[0])
+    steps = tuple(parts[1:])
+    if (descriptor is None or len(set(steps)) != len(steps) or not set(steps) <= set(STEPS)
+            or {"sift", "orb"} <= set(steps) or list(steps) != sorted(steps, key=STEPS.index)):
+        raise UnknownMethod(name)
+    local = next((KINDS[s] for s in steps if s in KINDS), None)
+    return Method(name, descriptor, "w" in steps, "qe" in steps, local, steps)
+
+
+def gem(fmap: np.ndarray, p: float = 3.0) -> np.ndarray:
+    """Generalised mean pooling over the spatial axes of an (H, W, C) map."""
+    return np.power(np.mean(np.power(np.maximum(fmap, 1e-6), p), axis=(0, 1)), 1.0 / p)
+
+
+def region_windows(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of 2x2 and 3x3 overlapping grids over an (H, W) feature map."""
+    out = []
+    for n in (2, 3):
+        h, w = max(1, math.ceil(2 * height / (n + 1))), max(1, math.ceil(2 * width / (n + 1)))
+        for i in range(n):
+            for j in range(n):
+                y0 = round(i * (height - h) / max(1, n - 1))
+                x0 = round(j * (width - w) / max(1, n - 1))
+                out.append((y0, y0 + h, x0, x0 + w))
+    return out

@@ -21,7 +21,8 @@ def opclass(dim: int) -> str:
 
 
 def index_name(table: str, method: str) -> str:
-    return f"ix_{table}_{method}_hnsw"
+    safe = method.replace("-", "_").replace("+", "_")
+    return f"ix_{table}_{safe}_hnsw"
 
 
 def create_index_sql(table: str, dim: int, method: str = "global") -> str:

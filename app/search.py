@@ -1,4 +1,5 @@
-"""Cosine-distance search in the database: ``ORDER BY embedding <=> :q LIMIT k`` over the HNSW index."""
+"""Search in the database: ``ORDER BY embedding <=> :q LIMIT k`` over the HNSW index, then the
+method's optional steps (region aggregation, query expansion, spatial verification)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -10,8 +11,10 @@ from sqlalchemy import Connection, Engine, text
 
 from app import store
 from app.config import get_settings
+from app.embedder import l2_normalize
 from app.images import load_image, read_bytes, sha256
-from app.methods import DEFAULT_METHOD, Method, get_method
+from app.local import MIN_INLIERS, LocalFeatures, Prepared, extract, verify
+from app.methods import DEFAULT_METHOD, QE_ALPHA, QE_TOP, SHORTLIST, Method, get_method
 from app.registry import ModelSpec, get_model
 from app.schema import query_cast, vector_expr
 
@@ -24,14 +27,22 @@ class QueryError(ValueError):
 class Hit:
     image_id: int
     path: str
-    distance: float
+    distance: float  # cosine distance of the first stage (whole-image vectors)
     label: str | None
+    inliers: int | None = None  # verified local matches, when the method verifies
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def knn_sql(spec: ModelSpec, method: Method, restricted: bool = False) -> str:
+@dataclass
+class Query:
+    vectors: np.ndarray  # (R, dim) in the searched space; row 0 = whole image
+    local: LocalFeatures | None = None
+    image_id: int | None = None
+
+
+def knn_sql(spec: ModelSpec, stored: str, restricted: bool = False) -> str:
     """The search as plain SQL (also what the README shows for psql users).
 
     ``restricted`` adds a filter to the image ids in ``:among`` (evaluation protocols).
@@ -41,7 +52,7 @@ def knn_sql(spec: ModelSpec, method: Method, restricted: bool = False) -> str:
     among = " AND e.image_id = ANY(:among)" if restricted else ""
     return (f"SELECT i.id, i.path, i.label, {expr} <=> CAST(:q AS {cast}) AS distance "
             f"FROM {spec.table} e JOIN images i ON i.id = e.image_id "
-            f"WHERE e.method = '{method.name}'{among} "
+            f"WHERE e.method = '{stored}'{among} "
             f"ORDER BY {expr} <=> CAST(:q AS {cast}) LIMIT :k")
 
 
@@ -49,19 +60,20 @@ def vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{float(v):.8g}" for v in np.asarray(vector, dtype=np.float32)) + "]"
 
 
-def nearest(conn: Connection, spec: ModelSpec, method: Method, vector: np.ndarray, k: int,
+def nearest(conn: Connection, spec: ModelSpec, stored: str, vector: np.ndarray, k: int,
             among: list[int] | None = None) -> list[Hit]:
-    """The k nearest stored images; ``among`` restricts the candidates (an iterative index scan)."""
+    """The k nearest stored rows; ``among`` restricts the candidates (an iterative index scan)."""
     conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, min(int(k), 1000))}"))
     params = {"q": vector_literal(vector), "k": int(k)}
     if among is not None:
         conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
         conn.execute(text("SET LOCAL hnsw.max_scan_tuples = 1000000"))
         params["among"] = list(among)
-    rows = conn.execute(text(knn_sql(spec, method, among is not None)), params)
+    rows = conn.execute(text(knn_sql(spec, stored, among is not None)), params)
     return [Hit(r.id, r.path, float(r.distance), r.label) for r in rows]
 
 
+# ---- the query ----------------------------------------------------------------------------------
 @lru_cache(maxsize=4)
 def _embedder(model: str, method: str):
     from app.embedder import Embedder
@@ -69,40 +81,132 @@ def _embedder(model: str, method: str):
     return Embedder(get_model(model), get_method(method))
 
 
-def query_vector(conn: Connection, query, spec: ModelSpec, method: Method, embedder=None) -> tuple[np.ndarray, int | None]:
-    """Resolve an image id, a stored file or a new file to (vector, stored id or None)."""
-    if isinstance(query, np.ndarray):
-        return query, None
+def _whiten(conn: Connection, spec: ModelSpec, method: Method, vectors: np.ndarray) -> np.ndarray:
+    if not method.whiten:
+        return vectors
+    from app.whiten import apply
+
+    fitted = store.load_whitening(conn, spec.name, method.raw)
+    if fitted is None:
+        raise QueryError(f"no whitening fitted for {spec.name}/{method.raw}: run "
+                         f"`imgsim index whiten --model {spec.name} --method {method.raw}`")
+    return apply(vectors, fitted[1], fitted[2])
+
+
+def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Method) -> Query | None:
+    ids, vectors = store.stored_vectors(conn, spec, method.stored, [image_id], regions=method.descriptor.regions)
+    if not ids:
+        return None
+    local = None
+    if method.local:
+        local = store.load_local(conn, method.local.name, [image_id]).get(image_id)
+        if local is None:
+            return None
+    return Query(vectors, local, image_id)
+
+
+def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, embedder=None) -> Query:
+    """An image id, a stored file or a new file -> the query's vectors (and local features)."""
     settings = get_settings()
     path = Path(str(query))
-    if isinstance(query, int) or (str(query).isdigit() and not path.exists()):
-        image_id = int(query)
-        ids, vectors = store.stored_vectors(conn, spec, method, [image_id])
-        if not ids:
-            raise QueryError(f"image id {image_id} has no {spec.name}/{method.name} embedding stored")
-        return vectors[0], image_id
+    if isinstance(query, (int, np.integer)) or (str(query).isdigit() and not path.exists()):
+        found = stored_query(conn, int(query), spec, method)
+        if found is None:
+            raise QueryError(f"image id {query} has no {spec.name}/{method.stored} embedding"
+                             f"{' or ' + method.local.name + ' features' if method.local else ''} stored")
+        return found
     if not path.is_file():
         raise QueryError(f"{query}: no such file and not an image id")
     data = read_bytes(path, settings.max_file_bytes)
     image_id = store.image_ids_by_sha(conn, [sha256(data)]).get(sha256(data))
-    if image_id is not None:
-        ids, vectors = store.stored_vectors(conn, spec, method, [image_id])
-        if ids:
-            return vectors[0], image_id
+    if image_id is not None and (found := stored_query(conn, image_id, spec, method)):
+        return found
     embedder = embedder or _embedder(spec.name, method.name)
     image = load_image(path, settings.max_pixels, settings.max_file_bytes,
-                       min_side=method.input_side(spec))
-    return embedder.embed(method.prepare(image, spec)[None])[0], image_id
+                       min_side=method.min_side(spec), longest=method.longest_side())
+    vectors = _whiten(conn, spec, method, embedder.describe([method.prepare(image, spec)])[0])
+    local = extract(image, method.local) if method.local else None
+    return Query(vectors, local, image_id)
+
+
+# ---- ranking ------------------------------------------------------------------------------------
+def _first_stage(conn, spec, method: Method, vectors: np.ndarray, n: int, among) -> list[Hit]:
+    if not method.descriptor.regions:
+        return nearest(conn, spec, method.stored, vectors[0], n, among)
+    # Regions: each query region votes for images with its best-matching region.
+    per_region = max(4 * n, 200)
+    best: dict[int, float] = {}
+    info: dict[int, Hit] = {}
+    for vector in vectors:
+        seen: dict[int, float] = {}
+        for hit in nearest(conn, spec, method.stored, vector, per_region, among):
+            seen[hit.image_id] = max(seen.get(hit.image_id, -1.0), 1.0 - hit.distance)
+            info.setdefault(hit.image_id, hit)
+        for image_id, sim in seen.items():
+            best[image_id] = best.get(image_id, 0.0) + sim
+    ranked = sorted(best, key=lambda i: -best[i])[:n]
+    return [Hit(i, info[i].path, 1.0 - best[i] / len(vectors), info[i].label) for i in ranked]
+
+
+def _expand(conn, spec, method: Method, query: np.ndarray, hits: list[Hit]) -> np.ndarray:
+    top = [h for h in hits if h.distance > 1e-6][:QE_TOP]
+    if not top:
+        return query
+    ids, vectors = store.stored_vectors(conn, spec, method.stored, [h.image_id for h in top])
+    by_id = dict(zip(ids, vectors))
+    expanded = query[0].copy()
+    for h in top:
+        expanded += max(0.0, 1.0 - h.distance) ** QE_ALPHA * by_id[h.image_id]
+    out = query.copy()
+    out[0] = l2_normalize(expanded)[0]
+    return out
+
+
+def _verify(conn, method: Method, query: Query, hits: list[Hit]) -> list[Hit]:
+    """Re-rank the shortlist: verified candidates first, by inliers weighted against bursts."""
+    shortlist, rest = hits[:SHORTLIST], hits[SHORTLIST:]
+    features = store.load_local(conn, method.local.name, [h.image_id for h in shortlist])
+    q = Prepared(query.local, method.local)
+    inliers = {}
+    for h in shortlist:
+        if h.image_id == query.image_id or h.image_id not in features:
+            continue
+        inliers[h.image_id] = verify(q, Prepared(features[h.image_id], method.local))
+    verified = {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS}
+    # A query keypoint that verifies many candidates is background or clutter: weight 1/count.
+    counts = np.zeros(max(len(q), 1))
+    for kp in verified.values():
+        counts[kp] += 1
+    score = {i: float(np.sum(1.0 / counts[kp])) for i, kp in verified.items()}
+    itself = [h for h in shortlist if h.image_id == query.image_id]
+    good = sorted((h for h in shortlist if h.image_id in verified), key=lambda h: -score[h.image_id])
+    weak = [h for h in shortlist if h.image_id not in verified and h.image_id != query.image_id]
+
+    def tagged(h):
+        return Hit(h.image_id, h.path, h.distance, h.label, len(inliers.get(h.image_id, ())))
+
+    return [tagged(h) for h in itself + good + weak] + rest
+
+
+def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int,
+         among: list[int] | None = None) -> list[Hit]:
+    n = max(k, SHORTLIST if method.local else k, QE_TOP + 2 if method.qe else k)
+    vectors = query.vectors
+    hits = _first_stage(conn, spec, method, vectors, n, among)
+    if method.qe:
+        hits = _first_stage(conn, spec, method, _expand(conn, spec, method, vectors, hits), n, among)
+    if method.local and query.local is not None:
+        hits = _verify(conn, method, query, hits)
+    return hits[:k]
 
 
 def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
             engine: Engine | None = None, embedder=None) -> list[Hit]:
-    """The ``k`` stored images nearest to ``query`` (an image id, a file path or a vector)."""
+    """The ``k`` stored images nearest to ``query`` (an image id or a file path)."""
     from app.db import get_engine
 
     spec, meth = get_model(model), get_method(method)
     if k < 1:
         raise QueryError("k must be at least 1")
     with (engine or get_engine()).begin() as conn:
-        vector, _ = query_vector(conn, query, spec, meth, embedder)
-        return nearest(conn, spec, meth, vector, k)
+        return rank(conn, spec, meth, resolve_query(conn, query, spec, meth, embedder), k)

@@ -1,4 +1,8 @@
-"""Reads and writes of images, embeddings and failures. Table names come from the registry only."""
+"""Reads and writes of images, embeddings, local features, whitening and failures.
+
+Table names come from the registry and method names from ``app.methods`` only; every
+value travels as a bind parameter.
+"""
 from __future__ import annotations
 
 import zlib
@@ -7,7 +11,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from sqlalchemy import Connection, text
 
-from app.methods import Method
 from app.registry import ModelSpec
 from app.schema import create_index_sql, index_name
 
@@ -26,12 +29,12 @@ def image_ids_by_sha(conn: Connection, shas: Sequence[str]) -> dict[str, int]:
     return {sha: image_id for sha, image_id in rows}
 
 
-def embedded_ids(conn: Connection, spec: ModelSpec, method: Method, ids: Iterable[int]) -> set[int]:
+def embedded_ids(conn: Connection, spec: ModelSpec, method: str, ids: Iterable[int]) -> set[int]:
     ids = list(ids)
     if not ids:
         return set()
-    sql = text(f"SELECT image_id FROM {spec.table} WHERE method = :m AND image_id = ANY(:ids)")
-    return {row[0] for row in conn.execute(sql, {"m": method.name, "ids": ids})}
+    sql = text(f"SELECT DISTINCT image_id FROM {spec.table} WHERE method = :m AND image_id = ANY(:ids)")
+    return {row[0] for row in conn.execute(sql, {"m": method, "ids": ids})}
 
 
 def insert_images(conn: Connection, rows: list[dict]) -> dict[str, int]:
@@ -54,32 +57,116 @@ def set_labels(conn: Connection, labels: dict[str, str]) -> None:
         )
 
 
-def write_embeddings(conn: Connection, spec: ModelSpec, method: Method,
-                     ids: Sequence[int], vectors: np.ndarray) -> int:
-    """Binary COPY into a staging table, then insert what is not stored yet. Returns rows inserted."""
-    if len(ids) == 0:
+def write_embeddings(conn: Connection, spec: ModelSpec, method: str,
+                     rows: Sequence[tuple[int, int, np.ndarray]]) -> int:
+    """(image_id, region, vector) rows by binary COPY into a staging table, then inserted where new.
+
+    Returns the number of images that got rows.
+    """
+    if not rows:
         return 0
     from pgvector.psycopg import register_vector
 
     raw = conn.connection.driver_connection
     register_vector(raw)
     staging = "imgsim_staging"
-    conn.exec_driver_sql(
-        f"CREATE TEMP TABLE IF NOT EXISTS {staging} (image_id bigint, embedding vector) ON COMMIT DELETE ROWS")
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+                         f"(image_id bigint, region smallint, embedding vector) ON COMMIT DELETE ROWS")
     with raw.cursor() as cur:
         cur.execute(f"TRUNCATE {staging}")
-        with cur.copy(f"COPY {staging} (image_id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types(["int8", "vector"])
-            for image_id, vector in zip(ids, vectors):
-                copy.write_row([int(image_id), np.asarray(vector, dtype=np.float32)])
+        with cur.copy(f"COPY {staging} (image_id, region, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int2", "vector"])
+            for image_id, region, vector in rows:
+                copy.write_row([int(image_id), int(region), np.asarray(vector, dtype=np.float32)])
     result = conn.execute(
-        text(f"INSERT INTO {spec.table} (image_id, method, embedding) "
-             f"SELECT image_id, :m, embedding FROM {staging} ON CONFLICT DO NOTHING"),
-        {"m": method.name},
+        text(f"INSERT INTO {spec.table} (image_id, method, region, embedding) "
+             f"SELECT image_id, :m, region, embedding FROM {staging} ON CONFLICT DO NOTHING "
+             f"RETURNING image_id"),
+        {"m": method},
     )
+    return len({r[0] for r in result})
+
+
+def delete_embeddings(conn: Connection, spec: ModelSpec, method: str) -> None:
+    conn.execute(text(f"DELETE FROM {spec.table} WHERE method = :m"), {"m": method})
+
+
+def stored_vectors(conn: Connection, spec: ModelSpec, method: str, ids: Sequence[int] | None = None,
+                   regions: bool = False) -> tuple[list[int], np.ndarray]:
+    """Stored vectors of a model as (image ids, float32 matrix); whole-image rows unless ``regions``."""
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn.connection.driver_connection)
+    sql = f"SELECT image_id, embedding FROM {spec.table} WHERE method = :m"
+    params: dict = {"m": method}
+    if not regions:
+        sql += " AND region = 0"
+    if ids is not None:
+        sql += " AND image_id = ANY(:ids)"
+        params["ids"] = list(ids)
+    rows = conn.execute(text(sql + " ORDER BY image_id, region"), params).all()
+    if not rows:
+        return [], np.zeros((0, spec.dim), np.float32)
+    return [r[0] for r in rows], np.stack([as_array(r[1]) for r in rows])
+
+
+def count_embeddings(conn: Connection, spec: ModelSpec, method: str) -> int:
+    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m"), {"m": method}).scalar()
+
+
+# ---- local features ---------------------------------------------------------------------------
+def local_ids(conn: Connection, kind: str, ids: Iterable[int]) -> set[int]:
+    ids = list(ids)
+    if not ids:
+        return set()
+    rows = conn.execute(text("SELECT image_id FROM local_features WHERE kind = :k AND image_id = ANY(:ids)"),
+                        {"k": kind, "ids": ids})
+    return {r[0] for r in rows}
+
+
+def write_local(conn: Connection, kind: str, rows: Sequence[tuple[int, object]]) -> int:
+    if not rows:
+        return 0
+    params = [{"image_id": int(i), "kind": kind, **features.to_row()} for i, features in rows]
+    result = conn.execute(
+        text("INSERT INTO local_features (image_id, kind, n, points, descriptors) "
+             "VALUES (:image_id, :kind, :n, :points, :descriptors) ON CONFLICT DO NOTHING"), params)
     return result.rowcount
 
 
+def load_local(conn: Connection, kind: str, ids: Sequence[int]) -> dict:
+    from app.local import LocalFeatures
+
+    rows = conn.execute(text("SELECT image_id, n, points, descriptors FROM local_features "
+                             "WHERE kind = :k AND image_id = ANY(:ids)"), {"k": kind, "ids": list(ids)})
+    return {r.image_id: LocalFeatures.from_row(r.n, r.points, r.descriptors) for r in rows}
+
+
+# ---- whitening --------------------------------------------------------------------------------
+def save_whitening(conn: Connection, model: str, method: str, n_images: int,
+                   mean: np.ndarray, projection: np.ndarray) -> int:
+    row = conn.execute(
+        text("INSERT INTO whitening (model, method, version, n_images, dims, mean, projection) "
+             "VALUES (:model, :method, 1, :n, :dims, :mean, :proj) "
+             "ON CONFLICT (model, method) DO UPDATE SET version = whitening.version + 1, "
+             "n_images = EXCLUDED.n_images, dims = EXCLUDED.dims, mean = EXCLUDED.mean, "
+             "projection = EXCLUDED.projection, fitted_at = now() RETURNING version"),
+        {"model": model, "method": method, "n": n_images, "dims": projection.shape[0],
+         "mean": mean.astype(np.float32).tobytes(), "proj": projection.astype(np.float32).tobytes()})
+    return row.scalar()
+
+
+def load_whitening(conn: Connection, model: str, method: str):
+    """(version, mean, projection) or None."""
+    row = conn.execute(text("SELECT version, dims, mean, projection FROM whitening "
+                            "WHERE model = :model AND method = :method"), {"model": model, "method": method}).first()
+    if row is None:
+        return None
+    mean = np.frombuffer(row.mean, np.float32)
+    return row.version, mean, np.frombuffer(row.projection, np.float32).reshape(row.dims, len(mean))
+
+
+# ---- failures ---------------------------------------------------------------------------------
 def record_failure(conn: Connection, path: str, reason: str) -> None:
     """Keep one row per path: the latest reason."""
     clear_failures(conn, [path])
@@ -96,38 +183,16 @@ def list_failures(conn: Connection) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
-def count_embeddings(conn: Connection, spec: ModelSpec, method: Method) -> int:
-    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m"), {"m": method.name}).scalar()
+# ---- index maintenance ------------------------------------------------------------------------
+def _lock_key(spec: ModelSpec, method: str) -> int:
+    return zlib.crc32(f"{spec.table}:{method}".encode())
 
 
-def _lock_key(spec: ModelSpec, method: Method) -> int:
-    return zlib.crc32(f"{spec.table}:{method.name}".encode())
-
-
-def drop_index(conn: Connection, spec: ModelSpec, method: Method) -> None:
+def drop_index(conn: Connection, spec: ModelSpec, method: str) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(spec, method)})
-    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index_name(spec.table, method.name)}")
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index_name(spec.table, method)}")
 
 
-def ensure_index(conn: Connection, spec: ModelSpec, method: Method) -> None:
+def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(spec, method)})
-    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method.name))
-
-
-def stored_vectors(conn: Connection, spec: ModelSpec, method: Method,
-                   ids: Sequence[int] | None = None) -> tuple[list[int], np.ndarray]:
-    """All (or the given) stored vectors of a model, as (ids, float32 matrix)."""
-    from pgvector.psycopg import register_vector
-
-    register_vector(conn.connection.driver_connection)
-    sql = f"SELECT image_id, embedding FROM {spec.table} WHERE method = :m"
-    params: dict = {"m": method.name}
-    if ids is not None:
-        sql += " AND image_id = ANY(:ids)"
-        params["ids"] = list(ids)
-    rows = conn.execute(text(sql + " ORDER BY image_id"), params).all()
-    if not rows:
-        return [], np.zeros((0, spec.dim), np.float32)
-    return [r[0] for r in rows], np.stack([as_array(r[1]) for r in rows])
-
-
+    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method))

@@ -21,7 +21,7 @@ SMALL = get_model("mobilenetv3small")
 
 @pytest.fixture(scope="module")
 def embedders():
-    return {SMALL.name: Embedder(SMALL, GLOBAL, pretrained=False)}
+    return {f"{SMALL.name}/global": Embedder(SMALL, GLOBAL, pretrained=False)}
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def _brute_force(engine, names, roles, groups, folder):
     from app.labels import read_labels
 
     with engine.connect() as conn:
-        ids_list, vectors = store.stored_vectors(conn, SMALL, GLOBAL)
+        ids_list, vectors = store.stored_vectors(conn, SMALL, "global")
     vec = dict(zip(ids_list, vectors))
     ids = image_ids(engine, folder, read_labels(folder.parent / "labels.csv"), 10**9)
     database = [ids[n] for n, r in zip(names, roles) if r != "query"]

@@ -17,7 +17,7 @@ SMALL = get_model("mobilenetv3small")
 
 @pytest.fixture(scope="module")
 def embedders():
-    return {SMALL.name: Embedder(SMALL, GLOBAL, pretrained=False)}
+    return {f"{SMALL.name}/global": Embedder(SMALL, GLOBAL, pretrained=False)}
 
 
 def _ingestor(engine, embedders, models=(SMALL,)):
@@ -56,7 +56,7 @@ def test_model_added_later_embeds_only_for_that_model(engine, embedders, tmp_pat
     other = get_model("mobilenetv3large")
     make_images(tmp_path, NAMES[:4])
     _ingestor(engine, embedders).run(tmp_path)
-    embedders[other.name] = Embedder(other, GLOBAL, pretrained=False)
+    embedders[f"{other.name}/global"] = Embedder(other, GLOBAL, pretrained=False)
     report = _ingestor(engine, embedders, (SMALL, other)).run(tmp_path)
     assert report.new_images == 0 and report.embedded == {other.name: 4}
     assert _count(engine, f"SELECT count(*) FROM {other.table}") == 4
@@ -94,7 +94,7 @@ def test_labels_from_csv_and_vectors_are_unit_length(engine, embedders, tmp_path
     _ingestor(engine, embedders).run(tmp_path, read_labels(csv))
     with engine.connect() as conn:
         labels = dict(conn.execute(text("SELECT path, label FROM images")).all())
-        ids, vectors = store.stored_vectors(conn, SMALL, GLOBAL)
+        ids, vectors = store.stored_vectors(conn, SMALL, "global")
     assert sorted(labels.values()) == ["first", "second"]
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 

@@ -20,7 +20,7 @@ def _fill(engine, spec, n, seed=0):
     with engine.begin() as conn:
         ids = store.insert_images(conn, rows)
         ordered = [ids[r["sha256"]] for r in rows]
-        store.write_embeddings(conn, spec, GLOBAL, ordered, vectors)
+        store.write_embeddings(conn, spec, "global", [(i, 0, v) for i, v in zip(ordered, vectors)])
     return ordered, vectors
 
 
@@ -30,7 +30,7 @@ def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
     ids, vectors = _fill(engine, spec, 60)
     query = vectors[7] + 0.3 * vectors[8]
     with engine.begin() as conn:
-        hits = nearest(conn, spec, GLOBAL, query, k=60)
+        hits = nearest(conn, spec, "global", query, k=60)
     distances = np.array([h.distance for h in hits])
     assert len(hits) == 60
     assert np.all(np.diff(distances) >= -1e-6)
@@ -44,7 +44,7 @@ def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
 def test_query_by_stored_id_returns_itself_first(engine):
     spec = get_model("efficientnet-lite0")
     ids, _ = _fill(engine, spec, 20)
-    hits = similar(ids[3], spec.name, k=5, engine=engine)
+    hits = similar(ids[3], spec.name, k=5, method="global", engine=engine)
     assert hits[0].image_id == ids[3] and hits[0].distance == pytest.approx(0.0, abs=1e-6)
     assert hits[0].label == "g0" and hits[0].path == "/img/3.jpg"
 
@@ -56,7 +56,7 @@ def test_explain_uses_the_hnsw_index(engine, model):
     q = "[" + ",".join(["0.1"] * spec.dim) + "]"
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + knn_sql(spec, GLOBAL)), {"q": q, "k": 5}))
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + knn_sql(spec, "global")), {"q": q, "k": 5}))
     assert f"ix_{spec.table}_global_hnsw" in plan and "Index Scan" in plan, plan
 
 
@@ -64,4 +64,4 @@ def test_unknown_id_is_a_clear_error(engine):
     from app.search import QueryError
 
     with pytest.raises(QueryError, match="no efficientnet-lite0/global embedding"):
-        similar(999999, "efficientnet-lite0", engine=engine)
+        similar(999999, "efficientnet-lite0", method="global", engine=engine)

@@ -50,10 +50,9 @@ def _build_keras(spec: ModelSpec, pretrained: bool):
     import keras
 
     constructor = getattr(keras.applications, spec.constructor)
-    size = spec.input_size
     try:
         return constructor(include_top=False, weights="imagenet" if pretrained else None,
-                           input_shape=(size, size, 3))
+                           input_shape=(None, None, 3))
     except Exception as exc:  # Keras raises a bare Exception on fetch failure
         if not pretrained:
             raise

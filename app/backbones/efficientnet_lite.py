@@ -47,7 +47,7 @@ def build(variant: str, include_top: bool = False):
         names[lname], names[bname] = conv_name, bn_name
         return layers.ReLU(6.0, name=f"{bname}_relu")(x) if relu else x
 
-    inputs = keras.Input((size, size, 3))
+    inputs = keras.Input((None, None, 3))  # any size: the descriptors keep the aspect ratio
     x = conv_bn(inputs, STEM, 3, 2, "_conv_stem", "_bn0")
     block = 0
     for index, (kernel, stride, expand, cin, cout, repeats) in enumerate(STAGES):

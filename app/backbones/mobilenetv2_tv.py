@@ -33,7 +33,7 @@ def build(input_size: int, include_top: bool = False):
         names[f"{lname}_bn"] = bn_prefix
         return layers.ReLU(6.0, name=f"{lname}_relu")(x) if relu else x
 
-    inputs = keras.Input((input_size, input_size, 3))
+    inputs = keras.Input((None, None, 3))  # any size: the descriptors keep the aspect ratio
     x = conv(inputs, 32, 3, 2, "features.0.0", bn_prefix="features.0.1")
     channels, index = 32, 1
     for t, c, n, s in SETTINGS:
