@@ -16,6 +16,11 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", "
 Image.MAX_IMAGE_PIXELS = None
 
 
+def path_text(path: Path | str) -> str:
+    """A path as storable text: names that are not valid UTF-8 keep their bytes as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class ImageError(Exception):
     """A file that cannot be used as an image; ``str()`` is the one-line reason."""
 
@@ -44,6 +49,8 @@ def find_images(root: Path) -> list[Candidate]:
                 found.append(Candidate(path, "broken or looping symbolic link"))
             elif path.is_dir():
                 continue  # a folder with an image-like name is walked, not read
+            elif not path.is_file():
+                found.append(Candidate(path, "not a regular file (pipe, socket or device)"))
             else:
                 found.append(Candidate(path))
     return found

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from app import store
 from app.config import get_settings
-from app.images import Candidate, ImageError, decode, find_images, read_bytes, sha256
+from app.images import Candidate, ImageError, decode, find_images, path_text, read_bytes, sha256
 from app.labels import LabelRow, label_for
 from app.local import extract
 from app.methods import Method
@@ -201,7 +201,7 @@ class Ingestor:
         rows = []
         for d in images:
             row = label_for(labels, _relative(d.path, root)) if labels else None
-            rows.append({"sha256": d.sha, "path": str(d.path), "width": d.width, "height": d.height,
+            rows.append({"sha256": d.sha, "path": path_text(d.path), "width": d.width, "height": d.height,
                          "label": row.label if row else None})
         with self.engine.begin() as conn:
             before = store.image_ids_by_sha(conn, [r["sha256"] for r in rows])
@@ -213,7 +213,7 @@ class Ingestor:
             if self.method.local:
                 local = [(ids[d.sha], d.local) for d in images if d.local is not None]
                 report.local_features += store.write_local(conn, self.method.local.name, local)
-            store.clear_failures(conn, [str(d.path) for d in images])
+            store.clear_failures(conn, [path_text(d.path) for d in images])
 
     def _write_vectors(self, conn, spec: ModelSpec, ids, batch: list[Decoded], described, report) -> None:
         rows = [(ids[d.sha], region, v) for d, matrix in zip(batch, described) for region, v in enumerate(matrix)]
@@ -234,7 +234,7 @@ class Ingestor:
         report.failed.extend(failures)
         with self.engine.begin() as conn:
             for f in failures:
-                store.record_failure(conn, str(f.path), f.reason)
+                store.record_failure(conn, path_text(f.path), f.reason)
         if on_failure:
             for f in failures:
                 on_failure(f)
@@ -258,6 +258,6 @@ class Ingestor:
 
 def _relative(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        return path_text(path.relative_to(root).as_posix())
     except ValueError:
-        return path.name
+        return path_text(path.name)

@@ -10,6 +10,9 @@ Rules (fixed, documented defaults):
   non-degenerate: orientation preserved (det > 0), area scale within 1/100..100, mild perspective.
 - A candidate is *verified* with at least ``MIN_INLIERS`` (15) inliers; fewer is weak and the
   candidate keeps its first-stage order below every verified one.
+- Verified candidates are ordered by inliers weighted against shared backgrounds: an inlier
+  counts 1/n where n is the number of verified candidates with an inlier within ``BURST_RADIUS``
+  (10% of the longest side) of it in the query (see ``app.search``).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 MIN_INLIERS = 15
+BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
 RATIO = 0.8
 REPROJECTION_PX = 6.0
 LONGEST_SIDE = 1024

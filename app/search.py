@@ -13,7 +13,7 @@ from app import store
 from app.config import get_settings
 from app.embedder import l2_normalize
 from app.images import load_image, read_bytes, sha256
-from app.local import MIN_INLIERS, LocalFeatures, Prepared, extract, verify
+from app.local import BURST_RADIUS, MIN_INLIERS, LocalFeatures, Prepared, extract, verify
 from app.methods import DEFAULT_METHOD, QE_ALPHA, QE_TOP, SHORTLIST, Method, get_method
 from app.registry import ModelSpec, get_model
 from app.schema import query_cast, vector_expr
@@ -162,30 +162,68 @@ def _expand(conn, spec, method: Method, query: np.ndarray, hits: list[Hit]) -> n
     return out
 
 
-def _verify(conn, method: Method, query: Query, hits: list[Hit]) -> list[Hit]:
-    """Re-rank the shortlist: verified candidates first, by inliers weighted against bursts."""
-    shortlist, rest = hits[:SHORTLIST], hits[SHORTLIST:]
-    features = store.load_local(conn, method.local.name, [h.image_id for h in shortlist])
-    q = Prepared(query.local, method.local)
-    inliers = {}
-    for h in shortlist:
-        if h.image_id == query.image_id or h.image_id not in features:
-            continue
-        inliers[h.image_id] = verify(q, Prepared(features[h.image_id], method.local))
-    verified = {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS}
-    # A query keypoint that verifies many candidates is background or clutter: weight 1/count.
-    counts = np.zeros(max(len(q), 1))
-    for kp in verified.values():
-        counts[kp] += 1
-    score = {i: float(np.sum(1.0 / counts[kp])) for i, kp in verified.items()}
-    itself = [h for h in shortlist if h.image_id == query.image_id]
-    good = sorted((h for h in shortlist if h.image_id in verified), key=lambda h: -score[h.image_id])
-    weak = [h for h in shortlist if h.image_id not in verified and h.image_id != query.image_id]
+def _background_weights(points: dict[int, np.ndarray]) -> dict[int, float]:
+    """Score each verified candidate by its inliers, each weighted 1 / (number of verified
+    candidates with an inlier within ``BURST_RADIUS`` of it in the query): a part of the query
+    that matches many different images (a shared background, a textbook under every item)
+    counts little, the item itself counts fully."""
+    if not points:
+        return {}
+    ids = list(points)
+    stacked = np.concatenate([points[i] for i in ids])
+    owner = np.concatenate([np.full(len(points[i]), j) for j, i in enumerate(ids)])
+    members = np.zeros((len(stacked), len(ids)), np.float32)
+    members[np.arange(len(stacked)), owner] = 1.0
+    counts = np.zeros(len(stacked), np.float32)
+    for start in range(0, len(stacked), 2048):  # bounded memory
+        block = stacked[start:start + 2048]
+        near = (((block[:, None, :] - stacked[None, :, :]) ** 2).sum(-1) <= BURST_RADIUS ** 2).astype(np.float32)
+        counts[start:start + 2048] = ((near @ members) > 0).sum(axis=1)
+    weights = 1.0 / np.maximum(counts, 1.0)
+    return {i: float(weights[owner == j].sum()) for j, i in enumerate(ids)}
 
-    def tagged(h):
+
+def _verify(conn, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
+            among: list[int] | None) -> list[Hit]:
+    """Re-rank the shortlist by spatial verification, then expand once with the best verified match.
+
+    Verified candidates (>= MIN_INLIERS inliers) come first, ordered by background-weighted
+    inliers; weak ones keep their first-stage order after them.
+    """
+    q = Prepared(query.local, method.local)
+    inliers: dict[int, np.ndarray] = {}
+
+    def check(candidates: list[Hit]) -> None:
+        todo = [h.image_id for h in candidates if h.image_id not in inliers and h.image_id != query.image_id]
+        for image_id, features in store.load_local(conn, method.local.name, todo).items():
+            inliers[image_id] = verify(q, Prepared(features, method.local))
+
+    def scores() -> dict[int, float]:
+        verified = {i: q.points[kp] for i, kp in inliers.items() if len(kp) >= MIN_INLIERS}
+        return _background_weights(verified)
+
+    shortlist = hits[:SHORTLIST]
+    check(shortlist)
+    score = scores()
+    known = {h.image_id: h for h in hits}
+    if score:  # verified query expansion: the best match's own neighbours
+        best = max(score, key=score.get)
+        expanded = stored_query(conn, best, spec, method)
+        if expanded is not None:
+            more = [h for h in _first_stage(conn, spec, method, expanded.vectors, SHORTLIST, among)
+                    if h.image_id not in known]
+            check(more)
+            known.update({h.image_id: h for h in more})
+            score = scores()
+
+    def tagged(h: Hit) -> Hit:
         return Hit(h.image_id, h.path, h.distance, h.label, len(inliers.get(h.image_id, ())))
 
-    return [tagged(h) for h in itself + good + weak] + rest
+    itself = [tagged(h) for h in hits if h.image_id == query.image_id]
+    good = [tagged(known[i]) for i in sorted(score, key=lambda i: -score[i])]
+    rest = [tagged(h) if h.image_id in inliers else h for h in hits
+            if h.image_id not in score and h.image_id != query.image_id]
+    return itself + good + rest
 
 
 def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int,
@@ -196,7 +234,7 @@ def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int
     if method.qe:
         hits = _first_stage(conn, spec, method, _expand(conn, spec, method, vectors, hits), n, among)
     if method.local and query.local is not None:
-        hits = _verify(conn, method, query, hits)
+        hits = _verify(conn, spec, method, query, hits, among)
     return hits[:k]
 
 
