@@ -295,6 +295,34 @@ def index_whiten(
 
 
 @app.command()
+def duplicates(
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    method: Annotated[str, typer.Option("--method", help="Vectors to compare; with +sift/+orb pairs are verified.")]
+    = DEFAULT_METHOD,
+    threshold: Annotated[float, typer.Option(help="Largest cosine distance of a pair.", min=0.0, max=2.0)] = 0.1,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+):
+    """List groups of near-duplicate images (the same item) among the stored ones."""
+    from app import migrate
+    from app.db import get_engine
+    from app.duplicates import find_duplicates
+
+    spec, meth = _specs([model] if model else None)[0], _method(method)
+    migrate.upgrade()
+    found = find_duplicates(get_engine(), spec, meth, threshold)
+    if as_json:
+        print(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    table = Table("group", "id", "label", title=f"{len(found)} groups ({spec.name} / {meth.name}, "
+                  f"distance <= {threshold})", title_justify="left")
+    table.add_column("path", overflow="fold")
+    for n, group in enumerate(found, 1):
+        for item in group:
+            table.add_row(str(n), str(item["id"]), item["label"] or "", item["path"])
+    out.print(table)
+
+
+@app.command()
 def failures(as_json: Annotated[bool, typer.Option("--json")] = False):
     """List the files that could not be ingested, with the reason."""
     from app import migrate, store
@@ -360,31 +388,37 @@ def compare(
     labels: Annotated[Path, typer.Option(help="CSV: filename,group[,role].")],
     models: Annotated[str, typer.Option(help="'all' or a comma-separated list.")] = "all",
     query: Annotated[Optional[str], typer.Option(help="File (as named in the CSV) for the ranked tables.")] = None,
-    method: MethodOpt = DEFAULT_METHOD,
+    method: Annotated[str, typer.Option("--method", "--methods", help="One method or a comma-separated list.")]
+    = DEFAULT_METHOD,
     k: Annotated[int, typer.Option("-k", min=1)] = 10,
     top: Annotated[int, typer.Option(help="Rows of each ranked table.")] = 20,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the HTML report and PNG go.")] = Path("out/compare"),
 ):
-    """Compare models on FOLDER: a ranked table per model, a metrics table, an HTML report and a PNG sheet."""
-    from app import compare as cmp
-    from app import migrate, report
-    from app.db import get_engine
-    from app.labels import LabelsError
+    """Compare models (and methods) on FOLDER: ranked tables, a metrics table, an HTML report, a PNG sheet."""
     from app.registry import UnknownModel, resolve_models
 
     try:
         specs = resolve_models(models)
     except UnknownModel as exc:
         fail(str(exc))
-    meth = _method(method)
+    run_compare(folder, labels, specs, [_method(m.strip()) for m in method.split(",")], query, k, top, out_dir)
+
+
+def run_compare(folder, labels, specs, meths, query, k, top, out_dir):
+    from app import compare as cmp
+    from app import migrate, report
+    from app.db import get_engine
+    from app.labels import LabelsError
+
     migrate.upgrade()
 
     def show(result):
-        print_ranking(result.query_hits[:top + 1], f"{result.evaluation.model} / {meth.name}: query {query or ''}",
-                      result.evaluation.relevant.get(result.query_hits[0].image_id if result.query_hits else -1))
+        relevant = result.evaluation.relevant.get(result.query_hits[0].image_id) if result.query_hits else None
+        print_ranking(result.query_hits[:top + 1], f"{result.evaluation.model} / {result.evaluation.method}: "
+                      f"query {query or 'first labelled'}", relevant)
 
     try:
-        comparison = cmp.compare(get_engine(), folder, labels, specs, meth, query, k, top, on_model=show)
+        comparison = cmp.compare(get_engine(), folder, labels, specs, meths, query, k, top, on_model=show)
     except (LabelsError, ValueError) as exc:
         fail(str(exc))
     rows = [{**r.evaluation.as_dict(), "embed_ms": r.embed_ms} for r in comparison.ranked()]
@@ -395,6 +429,7 @@ def compare(
         html_path = report.write_html(comparison, out_dir / "report.html", top=min(top, 10))
         png_path = report.write_contact_sheet(comparison, out_dir / "contact_sheet.png")
         out.print(f"report: {html_path.resolve()}\ncontact sheet: {png_path.resolve()}")
+    return comparison
 
 
 @app.command()
@@ -402,19 +437,26 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where the photo set and reports go.")] = Path("out/demo"),
     model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
 ):
-    """Generate the calendar photo set, ingest it and show the ranked table for the first photo."""
-    from app.search import similar
+    """The calendar photo set: the original study's method next to the recommended one."""
+    from rich.columns import Columns
+
+    from app.synth import make_calendar_set
 
     spec = _specs([model] if model else None)[0]
     folder = out_dir / "calendar"
-    from app.synth import make_calendar_set
-
     labels_csv = make_calendar_set(folder)
-    out.print(f"generated {folder} (1-9.jpg: january page, 10-18.jpg: february page)")
-    run_ingest(folder, [spec.name], labels_csv, DEFAULT_METHOD)
-    query = folder / "1.jpg"
-    hits = similar(query, spec.name, k=18, method=DEFAULT_METHOD)
-    print_ranking(hits, f"{query} vs all, {spec.name}, method {DEFAULT_METHOD}")
+    out.print(f"generated {folder}: 1-9.jpg show the calendar's january page, 10-18.jpg its february page")
+    baseline, best = _method("global"), _method(DEFAULT_METHOD)
+    comparison = run_compare(folder, labels_csv, [spec], [baseline, best], "1.jpg", 10, 17, out_dir)
+    by_method = {r.evaluation.method: r for r in comparison.results}
+    tables = []
+    for meth in (baseline, best):
+        r = by_method[meth.name]
+        failures = sum(1 for q, hits in r.evaluation.rankings.items()
+                       if any(h.image_id not in r.evaluation.relevant[q] for h in hits[:len(r.evaluation.relevant[q])]))
+        tables.append(f"[b]{meth.name}[/b]: {len(r.evaluation.queries) - failures}/{len(r.evaluation.queries)} "
+                      f"queries rank every photo of their own page first; mAP {r.evaluation.summary.map:.3f}")
+    out.print(Columns(tables, equal=True, expand=True))
 
 
 def main():

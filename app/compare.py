@@ -12,7 +12,7 @@ from app.ingest import Ingestor
 from app.methods import Method
 from app.registry import ModelSpec
 from app.report import Comparison, ModelResult
-from app.search import rank, stored_query
+from app.search import effective_method, rank, stored_query
 from app.weights import WeightsUnavailable
 
 
@@ -27,8 +27,9 @@ def embed_ms_per_image(ingestor: Ingestor, spec: ModelSpec, method: Method, path
     return 1000 * (time.perf_counter() - started) / len(prepared)
 
 
-def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpec], method: Method,
+def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpec], methods: list[Method],
             query: str | None = None, k: int = 10, top: int = 20, on_model=None) -> Comparison:
+    """Every (model, method) pair on one labelled folder; weights that cannot load are skipped."""
     from app.labels import read_labels
 
     rows = read_labels(labels_csv)
@@ -36,19 +37,20 @@ def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpe
     if query_name not in rows:
         raise ValueError(f"{query_name} is not in {labels_csv}")
     results, skipped, query_id = [], {}, None
-    for spec in specs:
+    for spec, method in [(s, m) for s in specs for m in methods]:
         ingestor = Ingestor(engine, [spec], method)
         try:
             evaluation = evaluate(engine, folder, labels_csv, spec, method, k=k, ingestor=ingestor)
             sample = [Path(h.path) for h in next(iter(evaluation.rankings.values()))[:8]]
             embed_ms = embed_ms_per_image(ingestor, spec, method, sample)
         except WeightsUnavailable as exc:
-            skipped[spec.name] = str(exc)
+            skipped[f"{spec.name} / {method.name}"] = str(exc)
             continue
         query_id = next(i for i, n in evaluation.names.items() if n == query_name)
         with engine.begin() as conn:
             database = sorted({h.image_id for hits in evaluation.rankings.values() for h in hits} | {query_id})
-            hits = rank(conn, spec, method, stored_query(conn, query_id, spec, method), top + 1, among=database)
+            resolved = effective_method(conn, spec, method)
+            hits = rank(conn, spec, resolved, stored_query(conn, query_id, spec, resolved), top + 1, among=database)
         query_path = next((h.path for h in hits if h.image_id == query_id), query_name)
         result = ModelResult(evaluation, hits, embed_ms)
         results.append(result)

@@ -18,7 +18,7 @@ from app.labels import LabelRow, read_labels, resolve_files
 from app.methods import Method
 from app.metrics import Summary, summarize
 from app.registry import ModelSpec
-from app.search import Hit, rank, stored_query
+from app.search import Hit, effective_method, rank, stored_query
 
 
 class EvaluationError(ValueError):
@@ -29,6 +29,7 @@ class EvaluationError(ValueError):
 class Evaluation:
     model: str
     method: str
+    resolved: str  # the method's steps as run (``verified`` -> gem+sift or gem+w+sift)
     summary: Summary
     queries: list[int]
     rankings: dict[int, list[Hit]]  # query id -> ranked database hits (query excluded)
@@ -40,7 +41,7 @@ class Evaluation:
     search_seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "method": self.method, **self.summary.as_dict(),
+        return {"model": self.model, "method": self.method, "resolved": self.resolved, **self.summary.as_dict(),
                 "n_database": self.n_database, "missing": self.missing,
                 "search_ms_per_query": 1000 * self.search_seconds / max(1, len(self.queries))}
 
@@ -69,6 +70,8 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
     if ingest:
         ingestor = ingestor or Ingestor(engine, [spec], method)
         report = ingestor.run(folder, rows)
+    with engine.connect() as conn:
+        method = effective_method(conn, spec, method)
     ids = image_ids(engine, folder, rows, get_settings().max_file_bytes)
     missing = sorted(set(rows) - set(ids))
     with engine.connect() as conn:
@@ -92,5 +95,5 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
             rankings[q], relevant[q] = hits, rel
             lists.append(([h.image_id in rel for h in hits], len(rel)))
     elapsed = time.perf_counter() - started
-    return Evaluation(spec.name, method.name, summarize(lists, k), queries, rankings, relevant,
+    return Evaluation(spec.name, method.name, method.canonical, summarize(lists, k), queries, rankings, relevant,
                       {i: n for n, i in ids.items()}, len(database), missing, report, elapsed)

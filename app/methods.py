@@ -16,12 +16,13 @@ Steps:
 - ``qe``: alpha query expansion: the query plus its top 3 results weighted by similarity^3, searched again.
 - ``sift`` / ``orb``: spatial verification of the top 100 by RANSAC-verified local matches (``app.local``).
 
-``verified`` names the recommended default: ``gem+sift``.
+``verified`` names the recommended default: ``gem+w+sift`` where a whitening has been fitted
+for the model (``imgsim index whiten``), else ``gem+sift``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -65,6 +66,7 @@ DESCRIPTORS: dict[str, Descriptor] = {
 }
 STEPS = ("w", "qe", "sift", "orb")
 ALIASES = {"verified": "gem+sift"}
+WHITENED_ALIASES = {"verified": "gem+w+sift"}  # used once the collection has a whitening
 DEFAULT_METHOD = "verified"
 SHORTLIST = 100  # candidates verified by local features
 QE_TOP, QE_ALPHA = 3, 3.0
@@ -78,6 +80,10 @@ class Method:
     qe: bool = False
     local: LocalKind | None = None
     steps: tuple[str, ...] = field(default=())
+
+    @property
+    def canonical(self) -> str:
+        return "+".join((self.descriptor.name, *self.steps))
 
     @property
     def stored(self) -> str:
@@ -118,6 +124,14 @@ def get_method(name: str) -> Method:
         raise UnknownMethod(name)
     local = next((KINDS[s] for s in steps if s in KINDS), None)
     return Method(name, descriptor, "w" in steps, "qe" in steps, local, steps)
+
+
+def with_collection(method: Method, has_whitening: bool) -> Method:
+    """Resolve an alias that depends on the collection (``verified`` whitens once a fit exists)."""
+    whitened = WHITENED_ALIASES.get(method.name)
+    if whitened and has_whitening:
+        return replace(get_method(whitened), name=method.name)
+    return method
 
 
 def gem(fmap: np.ndarray, p: float = 3.0) -> np.ndarray:

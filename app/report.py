@@ -54,7 +54,7 @@ def _data_uri(image: Image.Image) -> str:
 
 def _bar_chart(comparison: Comparison) -> str:
     rows = comparison.ranked()
-    width, bar_h, left = 640, 22, 170
+    width, bar_h, left = 760, 22, 290
     height = bar_h * len(rows) + 30
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
              f'aria-label="mAP per model">']
@@ -63,7 +63,7 @@ def _bar_chart(comparison: Comparison) -> str:
         y = 10 + i * bar_h
         w = (width - left - 60) * value
         parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" font-size="13">'
-                     f'{html.escape(r.evaluation.model)}</text>')
+                     f'{html.escape(r.evaluation.model)} / {html.escape(r.evaluation.method)}</text>')
         parts.append(f'<rect x="{left}" y="{y + 2}" width="{w:.1f}" height="{bar_h - 6}" fill="#3a7bd5"/>')
         parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}" font-size="13">{value:.3f}</text>')
     parts.append("</svg>")
@@ -95,7 +95,8 @@ def write_html(comparison: Comparison, path: Path, top: int = 10) -> Path:
             css = "query" if hit.image_id == comparison.query_id else ("good" if hit.image_id in relevant else "bad")
             cells.append(f'<figure>{img(hit.path, css)}<figcaption>{rank}. {html.escape(Path(hit.path).name)}'
                          f'<br>{hit.distance:.4f} {html.escape(hit.label or "")}</figcaption></figure>')
-        sections.append(f"<h3>{html.escape(r.evaluation.model)} <small>mAP {r.evaluation.summary.map:.3f}"
+        sections.append(f"<h3>{html.escape(r.evaluation.model)} / {html.escape(r.evaluation.method)} "
+                        f"<small>mAP {r.evaluation.summary.map:.3f}"
                         f"</small></h3><div class='row'>{''.join(cells)}</div>")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     document = f"""<!doctype html><html><head><meta charset="utf-8"><title>imgsim: {html.escape(comparison.dataset)}</title>
@@ -128,8 +129,9 @@ def write_contact_sheet(comparison: Comparison, path: Path, top: int = 8, size: 
     font = ImageFont.load_default(size=13)
     for row, r in enumerate(rows):
         y = pad + row * (size + 2 * pad)
-        draw.text((pad, y + size // 2 - 14), r.evaluation.model, fill=(0, 0, 0), font=font)
-        draw.text((pad, y + size // 2 + 2), f"mAP {r.evaluation.summary.map:.3f}", fill=(80, 80, 80), font=font)
+        draw.text((pad, y + size // 2 - 22), r.evaluation.model, fill=(0, 0, 0), font=font)
+        draw.text((pad, y + size // 2 - 6), r.evaluation.method, fill=(0, 0, 0), font=font)
+        draw.text((pad, y + size // 2 + 10), f"mAP {r.evaluation.summary.map:.3f}", fill=(80, 80, 80), font=font)
         relevant = r.evaluation.relevant.get(comparison.query_id, set())
         for col, hit in enumerate(r.query_hits[:top + 1]):
             colour = QUERY if hit.image_id == comparison.query_id else GOOD if hit.image_id in relevant else BAD

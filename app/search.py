@@ -219,7 +219,7 @@ def _verify(conn, spec: ModelSpec, method: Method, query: Query, hits: list[Hit]
     def tagged(h: Hit) -> Hit:
         return Hit(h.image_id, h.path, h.distance, h.label, len(inliers.get(h.image_id, ())))
 
-    itself = [tagged(h) for h in hits if h.image_id == query.image_id]
+    itself = [h for h in hits if h.image_id == query.image_id]
     good = [tagged(known[i]) for i in sorted(score, key=lambda i: -score[i])]
     rest = [tagged(h) if h.image_id in inliers else h for h in hits
             if h.image_id not in score and h.image_id != query.image_id]
@@ -238,6 +238,12 @@ def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int
     return hits[:k]
 
 
+def effective_method(conn: Connection, spec: ModelSpec, method: Method) -> Method:
+    from app.methods import with_collection
+
+    return with_collection(method, store.load_whitening(conn, spec.name, method.raw) is not None)
+
+
 def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
             engine: Engine | None = None, embedder=None) -> list[Hit]:
     """The ``k`` stored images nearest to ``query`` (an image id or a file path)."""
@@ -247,4 +253,5 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
     if k < 1:
         raise QueryError("k must be at least 1")
     with (engine or get_engine()).begin() as conn:
+        meth = effective_method(conn, spec, meth)
         return rank(conn, spec, meth, resolve_query(conn, query, spec, meth, embedder), k)

@@ -1,0 +1,85 @@
+"""Ingest cost, local-feature storage and query latency of a method on this machine.
+
+Uses ../shared/datasets/smvs_dvd_dev when present (its originals/ as new, unstored camera
+photos), else a generated calendar set. Usage: scripts/bench_latency [--method verified] [--model M]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text  # noqa: E402
+
+from app import migrate  # noqa: E402
+from app.db import get_engine  # noqa: E402
+from app.ingest import Ingestor  # noqa: E402
+from app.methods import get_method  # noqa: E402
+from app.registry import get_model  # noqa: E402
+from app.search import similar  # noqa: E402
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--method", default="verified")
+    parser.add_argument("--queries", type=int, default=40)
+    args = parser.parse_args()
+    spec, method = get_model(args.model), get_method(args.method)
+    migrate.upgrade()
+    engine = get_engine()
+    dvd = ROOT.parent / "shared" / "datasets" / "smvs_dvd_dev"
+    tmp = tempfile.TemporaryDirectory()
+    if dvd.is_dir():
+        folder, new_photos = dvd / "images", sorted((dvd / "originals").glob("*.jpg"))
+    else:
+        from app.synth import make_calendar_set
+
+        folder = Path(tmp.name) / "calendar"
+        make_calendar_set(folder, photos_per_page=40)
+        new_photos = []
+    ingestor = Ingestor(engine, [spec], method)
+    ingestor.embedder(spec)  # model load is not ingest cost
+    report = ingestor.run(folder)
+    done = report.found - report.skipped
+    print(f"collection: {folder} ({report.found} images); machine: 2-core CPU, no GPU")
+    if done:
+        print(f"ingest ({method.name}): {report.seconds / done * 1000:.0f} ms/image over {done} new images, "
+              f"CNN {report.embed_seconds.get(spec.name, 0) / done * 1000:.0f} ms/image")
+    else:
+        print("ingest: everything was stored already (use a fresh IMGSIM_HOME to measure ingest cost)")
+    with engine.connect() as conn:
+        n, avg_bytes, table = conn.execute(text(
+            "SELECT count(*), avg(octet_length(points) + octet_length(descriptors)), "
+            "pg_total_relation_size('local_features') FROM local_features WHERE kind = 'sift'")).one()
+        paths = [r[0] for r in conn.execute(text("SELECT path FROM images WHERE path LIKE :p ORDER BY id LIMIT :n"),
+                                            {"p": f"{folder}%", "n": args.queries})]
+    if n:
+        print(f"local features (sift): {avg_bytes / 1024:.0f} KiB/image of keypoints+descriptors; "
+              f"table {table / n / 1024:.0f} KiB/image on disk ({n} images)")
+    similar(paths[0], spec.name, k=10, method=args.method, engine=engine)  # warm-up
+    for label, queries in (("stored photo", paths), ("new camera photo", [str(p) for p in new_photos[:args.queries]])):
+        if not queries:
+            continue
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            similar(q, spec.name, k=10, method=args.method, engine=engine)
+            times.append(time.perf_counter() - t0)
+        print(f"query latency, {label} ({args.method}, k=10, {len(times)} queries): "
+              f"p50 {statistics.median(times) * 1000:.0f} ms, p90 {percentile(times, 0.9) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

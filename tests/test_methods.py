@@ -1,0 +1,136 @@
+"""Every retrieval method through ingest, search and evaluate against the real database,
+on the generated calendar set with real (offline) ImageNet weights."""
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from app.duplicates import find_duplicates
+from app.evaluate import evaluate
+from app.ingest import Ingestor
+from app.labels import read_labels
+from app.methods import UnknownMethod, get_method
+from app.registry import get_model
+from app.search import similar
+from app.synth import make_calendar_set
+from app.whiten import WhiteningError, whiten_collection
+from tests.helpers import make_images
+
+LITE0 = get_model("efficientnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def calendar(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calendar")
+    return folder, make_calendar_set(folder)
+
+
+@pytest.fixture(scope="module")
+def embedders():
+    return {}
+
+
+def _ingest(engine, embedders, folder, labels, method):
+    return Ingestor(engine, [LITE0], get_method(method), embedders=embedders).run(folder, read_labels(labels))
+
+
+@pytest.mark.parametrize("name", ["global", "gem", "gem-ms", "rmac", "gem+w", "gem+qe", "gem+w+qe+sift", "rmac+orb",
+                                  "verified"])
+def test_method_names_parse(name):
+    method = get_method(name)
+    assert method.descriptor.name in ("global", "gem", "gem-ms", "rmac")
+
+
+@pytest.mark.parametrize("name", ["sift", "gem+sift+orb", "gem+sift+w", "gem+x", "global; DROP TABLE images", ""])
+def test_bad_method_names_fail(name):
+    with pytest.raises(UnknownMethod):
+        get_method(name)
+
+
+@pytest.mark.parametrize("method", ["gem", "gem-ms", "rmac", "gem+qe", "gem+sift", "gem+orb"])
+def test_each_method_ingests_searches_and_evaluates(engine, embedders, calendar, method):
+    folder, labels = calendar
+    report = _ingest(engine, embedders, folder, labels, method)
+    assert report.new_images == 18 and not report.failed
+    meth = get_method(method)
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT count(*), count(DISTINCT image_id) FROM {LITE0.table} "
+                                 f"WHERE method = :m"), {"m": meth.raw}).one()
+        local = conn.execute(text("SELECT count(*) FROM local_features")).scalar()
+    assert rows[1] == 18 and rows[0] == (18 * 14 if meth.descriptor.regions else 18)
+    assert local == (18 if meth.local else 0)
+    hits = similar(folder / "1.jpg", LITE0.name, k=5, method=method, engine=engine)
+    assert hits[0].path.endswith("/1.jpg") and len(hits) == 5
+    assert (hits[1].inliers is not None) == bool(meth.local)
+    result = evaluate(engine, folder, labels, LITE0, meth, ingest=False)
+    assert result.summary.n_queries == 18 and 0.5 < result.summary.map <= 1.0
+
+
+def test_verification_tells_the_pages_apart_where_the_study_method_fails(engine, embedders, calendar):
+    folder, labels = calendar
+    for method in ("global", "verified"):
+        _ingest(engine, embedders, folder, labels, method)
+
+    def january_first(method):
+        hits = similar(folder / "1.jpg", LITE0.name, k=18, method=method, engine=engine)
+        return [h.label for h in hits[:9]] == ["january"] * 9
+
+    assert not january_first("global")
+    assert january_first("verified")
+    baseline = evaluate(engine, folder, labels, LITE0, get_method("global"), ingest=False).summary
+    best = evaluate(engine, folder, labels, LITE0, get_method("verified"), ingest=False).summary
+    assert best.map > 0.95 and best.map > baseline.map + 0.15
+
+
+def test_whitening_is_fitted_stored_and_used(engine, embedders, calendar):
+    folder, labels = calendar
+    _ingest(engine, embedders, folder, labels, "gem")
+    with pytest.raises(WhiteningError, match="at least 50"):
+        whiten_collection(engine, LITE0, "gem")
+    first = whiten_collection(engine, LITE0, "gem", min_images=10)
+    again = whiten_collection(engine, LITE0, "gem", min_images=10)
+    assert (first["version"], again["version"]) == (1, 2) and first["n_images"] == 18
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+w'")).scalar() == 18
+    hits = similar(folder / "2.jpg", LITE0.name, k=3, method="gem+w", engine=engine)
+    assert hits[0].path.endswith("/2.jpg") and hits[0].distance == pytest.approx(0, abs=1e-5)
+    # an image ingested after the fit gets its whitened row too
+    extra = folder.parent / "extra"
+    make_images(extra, ["new.png"], seed=77)
+    Ingestor(engine, [LITE0], get_method("gem"), embedders=embedders).run(extra)
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+w'")).scalar() == 19
+
+
+def test_duplicates_groups_copies_of_the_same_image(engine, embedders, tmp_path):
+    from skimage import data
+
+    for name in ("coffee", "chelsea", "astronaut", "rocket", "camera"):
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(tmp_path / f"{name}.png")
+    buf = io.BytesIO()
+    Image.open(tmp_path / "coffee.png").resize((300, 200)).save(buf, "JPEG", quality=60)
+    (tmp_path / "coffee_copy.jpg").write_bytes(buf.getvalue())
+    Ingestor(engine, [LITE0], get_method("gem+sift"), embedders=embedders).run(tmp_path)
+    found = find_duplicates(engine, LITE0, get_method("gem+sift"), threshold=0.2)
+    names = [sorted(item["path"].rsplit("/", 1)[-1] for item in group) for group in found]
+    assert names == [["coffee.png", "coffee_copy.jpg"]]
+
+
+def test_cli_methods_search_duplicates(database, calendar):
+    folder, labels = calendar
+    run = lambda *a: subprocess.run([sys.executable, "-m", "app.cli", *map(str, a)], capture_output=True, text=True)
+    assert run("ingest", folder, "--model", LITE0.name, "--method", "gem+sift", "--labels", labels).returncode == 0
+    hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
+                          "--json").stdout)
+    assert hits[0]["path"].endswith("/3.jpg") and all(h["inliers"] is not None for h in hits[1:])
+    methods = {m["name"] for m in json.loads(run("methods", "--json").stdout)}
+    assert {"global", "gem", "gem-ms", "rmac", "verified"} <= methods
+    dup = run("duplicates", "--model", LITE0.name, "--method", "gem+sift", "--json")
+    assert dup.returncode == 0 and isinstance(json.loads(dup.stdout), list)
+    evaluation = json.loads(run("evaluate", folder, "--labels", labels, "--model", LITE0.name, "--method", "gem+sift",
+                                "--json").stdout)
+    assert {"map", "p_at_1", "p_at_r", "recall_at_1", "n_queries", "model", "method"} <= set(evaluation)
