@@ -90,13 +90,29 @@ def main() -> None:
     write(rows, Path(args.out), " ".join(sys.argv[1:]))
 
 
+def previous_rows(path: Path) -> list[tuple]:
+    """Rows of an earlier run in ``path`` (kept unless this run measured the same combination)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if len(cells) == 9 and cells[4].replace(".", "").isdigit():
+                d, p, m, meth = cells[:4]
+                rows.append((d, p, m, meth, float(cells[4]), float(cells[5]), float(cells[6]), float(cells[7]),
+                             int(cells[8]), 0.0))
+    return rows
+
+
 def write(rows, path: Path, argv: str) -> None:
+    measured = {r[:4] for r in rows}
+    rows = [r for r in previous_rows(path) if r[:4] not in measured] + rows
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = [
         "# Retrieval quality (measured)",
         "",
-        f"Produced by `scripts/bench_quality {argv}`".rstrip() + f" on {when}, commit {commit}, "
+        f"Last run: `scripts/bench_quality {argv}`".rstrip() + f" on {when}, commit {commit} "
+        "(rows of earlier runs with other models or methods are kept), "
         f"{platform.machine()} with {__import__('os').cpu_count()} CPU cores, no GPU. Real ImageNet weights "
         "(the offline ports). mAP, P@1 and recall@1 from the ranked lists the database search returned "
         "(`imgsim evaluate`); search time is per query, ranking the whole database.",
