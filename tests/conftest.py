@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
 
 # Keep the server's files out of root's home (the server runs as an unprivileged user).
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="imgsim-test-", dir="/tmp"))
@@ -101,9 +99,3 @@ def engine(database):
 
     return get_engine()
 
-
-def datasets_or_skip(name: str) -> Path:
-    folder = DATASETS / name
-    if not folder.is_dir():
-        pytest.skip(f"{folder} is absent: the real evaluation sets live in ../shared/datasets beside the checkout")
-    return folder

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 
@@ -31,3 +32,13 @@ def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
         image.save(path, fmt)
         paths.append(path)
     return paths
+
+
+DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+
+
+def datasets_or_skip(name: str) -> Path:
+    folder = DATASETS / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent: the real evaluation sets live in ../shared/datasets beside the checkout")
+    return folder

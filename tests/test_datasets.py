@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import datasets_or_skip
+from tests.helpers import datasets_or_skip
 
 OFFLINE = ["mobilenetv2-tv", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 

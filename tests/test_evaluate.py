@@ -85,11 +85,11 @@ def test_compare_writes_html_and_png(engine, embedders, labelled, tmp_path, monk
 
     cmp.Ingestor = SharedIngestor
     try:
-        comparison = compare(engine, folder, csv, specs + [get_model("vgg19")], GLOBAL, top=5)
+        comparison = compare(engine, folder, csv, specs + [get_model("vgg19")], [GLOBAL], top=5)
     finally:
         cmp.Ingestor = original
     assert [r.evaluation.model for r in comparison.results] == [SMALL.name]
-    assert "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in comparison.skipped["vgg19"]
+    assert "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" in comparison.skipped["vgg19 / global"]
     assert comparison.query_name == names[0]
     hits = comparison.results[0].query_hits
     assert hits[0].image_id == comparison.query_id and hits[0].distance == pytest.approx(0, abs=1e-6)

@@ -98,14 +98,15 @@ def test_concurrent_jobs_over_overlapping_folders_store_each_image_once(database
 @pytest.mark.slow
 def test_database_restart_during_ingest_is_retried(database, tmp_path, pg_uri):
     from app.db import stop_embedded
-    from app.config import get_settings
 
     folder = tmp_path / "photos"
     make_images(folder, [f"r{i:03d}.png" for i in range(160)], seed=21)
     proc = subprocess.Popen(_ingest_cmd(folder), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     time.sleep(5)
-    pgdata = get_settings().home.parent / "pgdata"
+    from pathlib import Path
+
+    pgdata = Path(pg_uri.split("host=", 1)[1])  # the session server's socket lives in its data dir
     assert stop_embedded(pgdata)
     time.sleep(1.5)
     from app.db import embedded_uri
