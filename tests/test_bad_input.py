@@ -1,6 +1,5 @@
 """Messy folders: every broken file fails in one line and is recorded; every valid one is stored right."""
 import os
-import resource
 import subprocess
 import sys
 

@@ -1,7 +1,5 @@
 """evaluate/compare against the real database; cross-checked with a brute-force numpy ranking."""
-import json
 
-import numpy as np
 import pytest
 
 from app import store
