@@ -120,16 +120,14 @@ def _retryable(exc: BaseException) -> bool:
         psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow))
 
 
-def with_retry(fn, delays=RETRY_DELAYS, log=None):
+def with_retry(fn, delays=RETRY_DELAYS):
     """Run ``fn`` (a whole transaction); on a dropped connection, restart or deadlock wait and retry."""
-    for attempt, delay in enumerate((*delays, None)):
+    for delay in (*delays, None):
         try:
             return fn()
         except Exception as exc:
             if delay is None or not _retryable(exc):
                 raise
-            if log:
-                log(f"database error ({type(exc.orig).__name__}), retrying in {delay} s")
             time.sleep(delay)
 
 

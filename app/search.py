@@ -2,7 +2,7 @@
 method's optional steps (region aggregation, query expansion, spatial verification)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,9 +30,6 @@ class Hit:
     distance: float  # cosine distance of the first stage (whole-image vectors)
     label: str | None
     inliers: int | None = None  # verified local matches, when the method verifies
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
