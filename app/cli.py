@@ -27,7 +27,7 @@ EXIT_FAILURES = 3  # the job finished, but some inputs failed
 
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model name (repeatable).")]
 MethodOpt = Annotated[str, typer.Option(
-    "--method", help="DESCRIPTOR[+w][+qe][+sift|+orb], descriptor global|gem|gem-ms|rmac; "
+    "--method", help="DESCRIPTOR[+w][+dba][+qe][+sift|+orb], descriptor global|gem|gem-ms|rmac; "
                      "'verified' (default) = gem+sift. See `imgsim methods`.")]
 
 
@@ -184,15 +184,15 @@ def run_ingest(folder: Path, model, labels, method, quiet=False):
 class _progress:
     """A Rich progress bar with images/s, fed by the ingestor's (done, total) callback."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, label: str = "embedding"):
+        self.quiet, self.label = quiet, label
 
     def __enter__(self):
         if self.quiet:
             return lambda done, total: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("embedding"), BarColumn(), MofNCompleteColumn(),
+        self.bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=err)
         self.task = self.bar.add_task("ingest", total=None, rate="")
         self.bar.start()
@@ -233,7 +233,7 @@ def search(
         fail(str(exc))
     if as_json:
         print(json.dumps([{"path": h.path, "distance": h.distance, "label": h.label, "id": h.image_id,
-                           "inliers": h.inliers} for h in hits], ensure_ascii=False, indent=2))
+                           "inliers": h.inliers, "score": h.score} for h in hits], ensure_ascii=False, indent=2))
         return
     print_ranking(hits, f"{spec.name} / {method}")
 
@@ -245,8 +245,10 @@ def methods(as_json: Annotated[bool, typer.Option("--json")] = False):
 
     rows = [{"name": d.name, "kind": "descriptor", "description": d.description} for d in DESCRIPTORS.values()]
     rows += [{"name": "+w", "kind": "step", "description": "PCA-whitening learned on the collection (imgsim index whiten)"},
+             {"name": "+dba", "kind": "step", "description": "database-side augmentation, top 3, alpha 3 (imgsim index dba)"},
              {"name": "+qe", "kind": "step", "description": "alpha query expansion (top 3, alpha 3)"},
-             {"name": "+sift", "kind": "step", "description": f"SIFT + RANSAC verification of the top {SHORTLIST}"},
+             {"name": "+sift", "kind": "step", "description": f"SIFT + RANSAC verification of the top {SHORTLIST}, "
+                                                                      "graph-expanded (imgsim index graph)"},
              {"name": "+orb", "kind": "step", "description": f"ORB + RANSAC verification of the top {SHORTLIST}"}]
     rows += [{"name": a, "kind": "alias", "description": f"= {m}" + (" (default)" if a == DEFAULT_METHOD else "")}
              for a, m in ALIASES.items()]
@@ -261,11 +263,13 @@ def methods(as_json: Annotated[bool, typer.Option("--json")] = False):
 
 def print_ranking(hits, title: str, relevant: set[int] | None = None):
     verified = any(h.inliers is not None for h in hits)
-    table = Table("rank", "distance", *(["inliers"] if verified else []), "label", title=title, title_justify="left")
+    table = Table("rank", "distance", *(["inliers", "score"] if verified else []), "label", title=title,
+                  title_justify="left")
     table.add_column("path", overflow="fold")
     for rank, h in enumerate(hits, 1):
         mark = " ✓" if relevant and h.image_id in relevant else ""
-        inliers = ["" if h.inliers is None else str(h.inliers)] if verified else []
+        inliers = (["" if h.inliers is None else str(h.inliers), "" if h.score is None else f"{h.score:.1f}"]
+                   if verified else [])
         table.add_row(str(rank), f"{h.distance:.6f}", *inliers, (h.label or "") + mark, h.path)
     out.print(table)
 
@@ -292,6 +296,61 @@ def index_whiten(
         fail(str(exc))
     out.print(f"{result['model']}/{result['method']}: version {result['version']} fitted on "
               f"{result['n_images']} images")
+
+
+@index_app.command("dba")
+def index_dba(
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    method: Annotated[str, typer.Option("--method", help="A method with +dba (gem+dba, gem+w+dba, ...).")]
+    = "gem+w+dba",
+):
+    """Database-side augmentation: write each image's vector averaged with its nearest neighbours."""
+    from app import migrate
+    from app.db import get_engine
+    from app.dba import AugmentError, augment_collection
+
+    spec, meth = _specs([model] if model else None)[0], _method(method)
+    migrate.upgrade()
+    try:
+        result = augment_collection(get_engine(), spec, meth)
+    except AugmentError as exc:
+        fail(str(exc))
+    out.print(f"{result['model']}/{result['method']}: {result['n_images']} images augmented")
+
+
+@index_app.command("graph")
+def index_graph(
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    method: Annotated[str, typer.Option("--method", help="The verifying method whose shortlist and local "
+                                                         "features build the graph.")] = DEFAULT_METHOD,
+    rebuild: Annotated[bool, typer.Option(help="Recompute every row, not only those of new images.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+):
+    """Store each image's spatially verified neighbours; verified searches expand through them."""
+    from app import migrate
+    from app.db import get_engine
+    from app.graph import GraphError, build_graph, candidate_ids
+    from app.search import effective_method
+
+    spec, meth = _specs([model] if model else None)[0], _method(method)
+    migrate.upgrade()
+    engine = get_engine()
+    with engine.connect() as conn:
+        meth = effective_method(conn, spec, meth)
+    if meth.local is None:
+        fail(f"method {method} does not verify: use one with +sift or +orb (e.g. verified)")
+    total, done = len(candidate_ids(engine, spec, meth)), [0]
+    with _progress(quiet, "verifying") as update:
+        def tick(n: int) -> None:
+            done[0] += n
+            update(done[0], total)
+
+        try:
+            result = build_graph(engine, spec, meth, rebuild, tick)
+        except GraphError as exc:
+            fail(str(exc))
+    out.print(f"{result['model']}/{result['method']}: rows for {result['images']} images, "
+              f"{result['edges']} verified edges")
 
 
 @app.command()

@@ -8,11 +8,13 @@ Rules (fixed, documented defaults):
   its best query match (one-to-one), so repeated texture cannot inflate the count.
 - The homography needs 8+ tentative matches, 6 px reprojection error, and must be
   non-degenerate: orientation preserved (det > 0), area scale within 1/100..100, mild perspective.
-- A candidate is *verified* with at least ``MIN_INLIERS`` (15) inliers; fewer is weak and the
+- A candidate is *verified* with at least ``MIN_INLIERS`` (10) inliers; fewer is weak and the
   candidate keeps its first-stage order below every verified one.
 - Verified candidates are ordered by inliers weighted against shared backgrounds: an inlier
   counts 1/n where n is the number of verified candidates with an inlier within ``BURST_RADIUS``
   (10% of the longest side) of it in the query (see ``app.search``).
+- Where the match graph exists (``imgsim index graph``), each verified candidate's stored verified
+  neighbours are added with its score relative to the best candidate's as weight (``app.graph``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-MIN_INLIERS = 15
+MIN_INLIERS = 10
 BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
 RATIO = 0.8
 REPROJECTION_PX = 6.0

@@ -2,7 +2,7 @@
 
 A method name is a descriptor followed by optional steps, joined with ``+``:
 
-    DESCRIPTOR[+w][+qe][+sift|+orb]
+    DESCRIPTOR[+w][+dba][+qe][+sift|+orb]
 
 Descriptors (what is stored in the ``method`` column of each embedding table):
 - ``global``: the original study's method: squash to the model's input size, global average pooling.
@@ -13,8 +13,12 @@ Descriptors (what is stored in the ``method`` column of each embedding table):
 
 Steps:
 - ``w``: PCA-whitening learned on the collection (``imgsim index whiten``); stored as ``<descriptor>+w``.
+- ``dba``: database-side augmentation (``imgsim index dba``): every stored whole-image vector is
+  replaced by itself plus its top 3 neighbours weighted by similarity^3; stored as ``<stored>+dba``.
+  Queries are searched as they are (pair it with ``qe`` for the query side).
 - ``qe``: alpha query expansion: the query plus its top 3 results weighted by similarity^3, searched again.
-- ``sift`` / ``orb``: spatial verification of the top 100 by RANSAC-verified local matches (``app.local``).
+- ``sift`` / ``orb``: spatial verification of the top 100 by RANSAC-verified local matches (``app.local``),
+  expanded through the match graph (``imgsim index graph``) where it has been built.
 
 ``verified`` names the recommended default: ``gem+w+sift`` where a whitening has been fitted
 for the model (``imgsim index whiten``), else ``gem+sift``.
@@ -33,8 +37,8 @@ from app.registry import ModelSpec
 
 class UnknownMethod(KeyError):
     def __str__(self) -> str:
-        return (f"unknown method {self.args[0]!r}; use DESCRIPTOR[+w][+qe][+sift|+orb] with a descriptor "
-                f"from {', '.join(DESCRIPTORS)}, or one of {', '.join(ALIASES)}")
+        return (f"unknown method {self.args[0]!r}; use DESCRIPTOR[+w][+dba][+qe][+sift|+orb] with a descriptor "
+                f"from {', '.join(DESCRIPTORS)} (+dba: not with rmac), or one of {', '.join(ALIASES)}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ DESCRIPTORS: dict[str, Descriptor] = {
                          longest=768, scales=(1.0, 1 / math.sqrt(2), 0.5)),
     "rmac": Descriptor("rmac", "gem plus 13 regional GeM vectors stored as extra rows", regions=True),
 }
-STEPS = ("w", "qe", "sift", "orb")
+STEPS = ("w", "dba", "qe", "sift", "orb")
 ALIASES = {"verified": "gem+sift"}
 WHITENED_ALIASES = {"verified": "gem+w+sift"}  # used once the collection has a whitening
 DEFAULT_METHOD = "verified"
@@ -77,6 +81,7 @@ class Method:
     name: str
     descriptor: Descriptor
     whiten: bool = False
+    dba: bool = False
     qe: bool = False
     local: LocalKind | None = None
     steps: tuple[str, ...] = field(default=())
@@ -88,6 +93,11 @@ class Method:
     @property
     def stored(self) -> str:
         """The ``method`` value of the vectors this method searches."""
+        return self.augmented_from + ("+dba" if self.dba else "")
+
+    @property
+    def augmented_from(self) -> str:
+        """The ``method`` value of the vectors database-side augmentation starts from."""
         return self.descriptor.name + ("+w" if self.whiten else "")
 
     @property
@@ -122,8 +132,10 @@ def get_method(name: str) -> Method:
     if (descriptor is None or len(set(steps)) != len(steps) or not set(steps) <= set(STEPS)
             or {"sift", "orb"} <= set(steps) or list(steps) != sorted(steps, key=STEPS.index)):
         raise UnknownMethod(name)
+    if "dba" in steps and descriptor.regions:
+        raise UnknownMethod(name)  # augmentation is defined on whole-image vectors
     local = next((KINDS[s] for s in steps if s in KINDS), None)
-    return Method(name, descriptor, "w" in steps, "qe" in steps, local, steps)
+    return Method(name, descriptor, "w" in steps, "dba" in steps, "qe" in steps, local, steps)
 
 
 def with_collection(method: Method, has_whitening: bool) -> Method:

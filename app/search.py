@@ -2,7 +2,7 @@
 method's optional steps (region aggregation, query expansion, spatial verification)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,6 +14,9 @@ from app.config import get_settings
 from app.embedder import l2_normalize
 from app.images import load_image, read_bytes, sha256
 from app.local import BURST_RADIUS, MIN_INLIERS, LocalFeatures, Prepared, extract, verify
+
+GRAPH_POWER = 2.0  # a path through candidate r is weighted (score(r) / best score)^GRAPH_POWER
+FUSION_WEIGHT = float(MIN_INLIERS)  # a verified candidate's score += this x (1 - first-stage distance)
 from app.methods import DEFAULT_METHOD, QE_ALPHA, QE_TOP, SHORTLIST, Method, get_method
 from app.registry import ModelSpec, get_model
 from app.schema import query_cast, vector_expr
@@ -29,7 +32,8 @@ class Hit:
     path: str
     distance: float  # cosine distance of the first stage (whole-image vectors)
     label: str | None
-    inliers: int | None = None  # verified local matches, when the method verifies
+    inliers: int | None = None  # verified local matches, when the method verified this candidate
+    score: float | None = None  # re-ranking score (background-weighted inliers, graph-expanded)
 
 
 @dataclass
@@ -180,46 +184,99 @@ def _background_weights(points: dict[int, np.ndarray]) -> dict[int, float]:
     return {i: float(weights[owner == j].sum()) for j, i in enumerate(ids)}
 
 
-def _verify(conn, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
-            among: list[int] | None) -> list[Hit]:
-    """Re-rank the shortlist by spatial verification, then expand once with the best verified match.
+class _Verifier:
+    """Spatial verification of candidates against one query, remembering every result."""
 
-    Verified candidates (>= MIN_INLIERS inliers) come first, ordered by background-weighted
-    inliers; weak ones keep their first-stage order after them.
-    """
-    q = Prepared(query.local, method.local)
-    inliers: dict[int, np.ndarray] = {}
+    def __init__(self, conn: Connection, method: Method, query: Query):
+        self.conn, self.method, self.query = conn, method, query
+        self.q = Prepared(query.local, method.local)
+        self.inliers: dict[int, np.ndarray] = {}
 
-    def check(candidates: list[Hit]) -> None:
-        todo = [h.image_id for h in candidates if h.image_id not in inliers and h.image_id != query.image_id]
-        for image_id, features in store.load_local(conn, method.local.name, todo).items():
-            inliers[image_id] = verify(q, Prepared(features, method.local))
+    def check(self, ids: list[int]) -> None:
+        todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
+        for image_id, features in store.load_local(self.conn, self.method.local.name, todo).items():
+            self.inliers[image_id] = verify(self.q, Prepared(features, self.method.local))
 
-    def scores() -> dict[int, float]:
-        verified = {i: q.points[kp] for i, kp in inliers.items() if len(kp) >= MIN_INLIERS}
+    def scores(self) -> dict[int, float]:
+        """Background-weighted scores of the verified candidates (>= MIN_INLIERS inliers)."""
+        verified = {i: self.q.points[kp] for i, kp in self.inliers.items() if len(kp) >= MIN_INLIERS}
         return _background_weights(verified)
 
-    shortlist = hits[:SHORTLIST]
-    check(shortlist)
-    score = scores()
+
+def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query,
+                  among: list[int] | None = None) -> dict[int, float]:
+    """Verified neighbours of a query in its shortlist, with their scores (a match graph row)."""
+    verifier = _Verifier(conn, method, query)
+    verifier.check([h.image_id for h in _first_stage(conn, spec, method, query.vectors, SHORTLIST, among)])
+    return verifier.scores()
+
+
+def _through_graph(score: dict[int, float], graph: dict[int, dict[int, float]], query_id: int | None,
+                   among: list[int] | None) -> dict[int, float]:
+    """Graph query expansion: each image gains its best path through one verified candidate,
+    max over r of (score(r) / best score)^2 x graph(r, d). The max (not a sum) keeps a big
+    cluster of look-alikes that share a layout or a background from outvoting the item's own
+    photos; the square keeps a weakly matched look-alike from lending its own cluster much."""
+    allowed = set(among) if among is not None else None
+    top = max(score.values())
+    extra: dict[int, float] = {}
+    for r, s in score.items():
+        for d, g in graph.get(r, {}).items():
+            if d != query_id and (allowed is None or d in allowed):
+                extra[d] = max(extra.get(d, 0.0), (s / top) ** GRAPH_POWER * g)
+    return {d: score.get(d, 0.0) + extra.get(d, 0.0) for d in {*score, *extra}}
+
+
+def _distances(conn, spec: ModelSpec, method: Method, query: np.ndarray, ids: list[int]) -> dict[int, Hit]:
+    """First-stage hits for images reached only through the graph (whole-image distance)."""
+    if not ids:
+        return {}
+    expr, cast = vector_expr("e.embedding", spec.dim), query_cast(spec.dim)
+    rows = conn.execute(text(
+        f"SELECT i.id, i.path, i.label, {expr} <=> CAST(:q AS {cast}) AS distance "
+        f"FROM {spec.table} e JOIN images i ON i.id = e.image_id "
+        f"WHERE e.method = '{method.stored}' AND e.region = 0 AND e.image_id = ANY(:ids)"),
+        {"q": vector_literal(query), "ids": [int(i) for i in ids]})
+    return {r.id: Hit(r.id, r.path, float(r.distance), r.label) for r in rows}
+
+
+def _verify(conn, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
+            among: list[int] | None) -> list[Hit]:
+    """Re-rank the shortlist by spatial verification.
+
+    Verified candidates (>= MIN_INLIERS inliers) come first, ordered by background-weighted
+    inliers, expanded through the stored match graph (``imgsim index graph``) where it exists,
+    else by one query expansion with the best verified match, plus FUSION_WEIGHT x the
+    first-stage similarity; weak ones keep their first-stage order after them.
+    """
+    verifier = _Verifier(conn, method, query)
+    verifier.check([h.image_id for h in hits[:SHORTLIST]])
+    score = verifier.scores()
     known = {h.image_id: h for h in hits}
-    if score:  # verified query expansion: the best match's own neighbours
-        best = max(score, key=score.get)
-        expanded = stored_query(conn, best, spec, method)
+    graph = store.load_graph(conn, spec.name, method.local.name, list(score)) if score else {}
+    if graph:
+        score = _through_graph(score, graph, query.image_id, among)
+        known.update(_distances(conn, spec, method, query.vectors[0], [i for i in score if i not in known]))
+        score = {i: s for i, s in score.items() if i in known}
+    elif score:  # no graph: expand once with the best verified match's own neighbours
+        expanded = stored_query(conn, max(score, key=score.get), spec, method)
         if expanded is not None:
             more = [h for h in _first_stage(conn, spec, method, expanded.vectors, SHORTLIST, among)
                     if h.image_id not in known]
-            check(more)
+            verifier.check([h.image_id for h in more])
             known.update({h.image_id: h for h in more})
-            score = scores()
+            score = verifier.scores()
+
+    # fuse with the first stage: the global similarity counts up to FUSION_WEIGHT weighted inliers
+    score = {i: s + FUSION_WEIGHT * (1.0 - known[i].distance) for i, s in score.items()}
 
     def tagged(h: Hit) -> Hit:
-        return Hit(h.image_id, h.path, h.distance, h.label, len(inliers.get(h.image_id, ())))
+        found = verifier.inliers.get(h.image_id)
+        return replace(h, inliers=None if found is None else len(found), score=score.get(h.image_id))
 
     itself = [h for h in hits if h.image_id == query.image_id]
     good = [tagged(known[i]) for i in sorted(score, key=lambda i: -score[i])]
-    rest = [tagged(h) if h.image_id in inliers else h for h in hits
-            if h.image_id not in score and h.image_id != query.image_id]
+    rest = [tagged(h) for h in hits if h.image_id not in score and h.image_id != query.image_id]
     return itself + good + rest
 
 

@@ -168,6 +168,39 @@ def load_whitening(conn: Connection, model: str, method: str):
     return row.version, mean, np.frombuffer(row.projection, np.float32).reshape(row.dims, len(mean))
 
 
+# ---- match graph ------------------------------------------------------------------------------
+def write_graph(conn: Connection, model: str, kind: str, rows: Sequence[tuple[int, dict[int, float]]]) -> None:
+    """(image_id, {neighbour: score}) rows, replacing earlier ones."""
+    if rows:
+        conn.execute(
+            text("INSERT INTO match_graph (model, kind, image_id, neighbours, scores) "
+                 "VALUES (:model, :kind, :image_id, :neighbours, :scores) "
+                 "ON CONFLICT (model, kind, image_id) DO UPDATE SET neighbours = EXCLUDED.neighbours, "
+                 "scores = EXCLUDED.scores, built_at = now()"),
+            [{"model": model, "kind": kind, "image_id": int(i), "neighbours": [int(n) for n in row],
+              "scores": [float(s) for s in row.values()]} for i, row in sorted(rows)])
+
+
+def load_graph(conn: Connection, model: str, kind: str, ids: Sequence[int]) -> dict[int, dict[int, float]]:
+    """The stored neighbour rows of ``ids`` (images without a row are absent)."""
+    rows = conn.execute(text("SELECT image_id, neighbours, scores FROM match_graph "
+                             "WHERE model = :model AND kind = :kind AND image_id = ANY(:ids)"),
+                        {"model": model, "kind": kind, "ids": [int(i) for i in ids]})
+    return {r.image_id: dict(zip(r.neighbours, r.scores)) for r in rows}
+
+
+def graph_ids(conn: Connection, model: str, kind: str) -> set[int]:
+    rows = conn.execute(text("SELECT image_id FROM match_graph WHERE model = :model AND kind = :kind"),
+                        {"model": model, "kind": kind})
+    return {r[0] for r in rows}
+
+
+def image_info(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """image id -> (path, label)."""
+    rows = conn.execute(text("SELECT id, path, label FROM images WHERE id = ANY(:ids)"), {"ids": [int(i) for i in ids]})
+    return {r.id: (r.path, r.label) for r in rows}
+
+
 # ---- failures ---------------------------------------------------------------------------------
 def record_failure(conn: Connection, path: str, reason: str) -> None:
     """Keep one row per path: the latest reason."""

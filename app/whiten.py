@@ -2,10 +2,10 @@
 
 Fitted on the stored whole-image vectors of one model and descriptor, kept in the
 ``whitening`` table with a version, and applied to every stored vector (``<descriptor>+w``
-rows, regions included) and to queries. Every principal axis is kept and scaled by
-1/sqrt(eigenvalue + mean eigenvalue): the shrinkage stops the many near-zero axes of a
-small collection from amplifying noise (unshrunk, whitening fitted on 56 or 150 images makes
-retrieval far worse; shrunk, it helps or is neutral). At least ``MIN_IMAGES`` images are needed.
+rows, regions included) and to queries; augmented ``+w+dba`` rows are recomputed after a refit.
+Every principal axis is kept and scaled by 1/sqrt(eigenvalue + mean eigenvalue): the
+shrinkage stops the many near-zero axes of a small collection from amplifying noise (unshrunk,
+whitening fitted on 56 or 150 images makes retrieval far worse; shrunk, it helps or is neutral). At least ``MIN_IMAGES`` images are needed.
 """
 from __future__ import annotations
 
@@ -59,6 +59,10 @@ def whiten_collection(engine: Engine, spec: ModelSpec, descriptor: str, min_imag
         whitened = apply(region_vectors, mean, projection)
         store.write_embeddings(conn, spec, target, list(zip(region_ids, regions, whitened)))
         store.ensure_index(conn, spec, target)
+        if store.count_embeddings(conn, spec, f"{target}+dba"):  # augmented rows follow the new fit
+            from app.dba import augment_rows
+
+            augment_rows(conn, spec, target)
     return {"model": spec.name, "method": target, "version": version, "n_images": len(ids)}
 
 

@@ -26,6 +26,17 @@ from app.labels import read_labels  # noqa: E402
 from app.methods import WHITENED_ALIASES, get_method  # noqa: E402
 from app.registry import resolve_models  # noqa: E402
 from app.whiten import WhiteningError, whiten_collection  # noqa: E402
+from app.dba import augment_collection  # noqa: E402
+from app.graph import build_graph  # noqa: E402
+from app.search import effective_method  # noqa: E402
+
+
+def clear_whitening(engine, spec, descriptor: str) -> None:
+    """Forget another dataset's fit, so that a collection too small to whiten is measured unwhitened."""
+    from sqlalchemy import text
+
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM whitening WHERE model = :m AND method = :d"), {"m": spec.name, "d": descriptor})
 
 
 def protocols(tmp: Path) -> list[tuple[str, str, Path, Path]]:
@@ -71,15 +82,23 @@ def main() -> None:
                 for dataset, protocol, folder, labels in protos:
                     rows_csv = read_labels(labels)
                     ingestor.run(folder, rows_csv)
+                    # The user's collection is the dataset: index steps see its images alone.
+                    collection = list(image_ids(engine, folder, read_labels(folder / "groundtruth.csv"),
+                                                10**9).values())
                     if method.whiten or method.name in WHITENED_ALIASES:
-                        # The user's collection is the dataset: fit on its images alone.
-                        collection = list(image_ids(engine, folder, read_labels(folder / "groundtruth.csv"),
-                                                    10**9).values())
                         try:
                             whiten_collection(engine, spec, method.raw, fit_ids=collection)
                         except WhiteningError as exc:
-                            print(f"skip {spec.name} {method.name} {dataset}: {exc}", flush=True)
-                            continue
+                            if method.whiten:
+                                print(f"skip {spec.name} {method.name} {dataset}: {exc}", flush=True)
+                                continue
+                            clear_whitening(engine, spec, method.raw)  # `verified` falls back to gem+sift
+                    if method.dba:
+                        augment_collection(engine, spec, method, among=collection)
+                    with engine.connect() as conn:
+                        resolved = effective_method(conn, spec, method)
+                    if resolved.local:
+                        build_graph(engine, spec, resolved, rebuild=True, among=collection)
                     started = time.perf_counter()
                     result = evaluate(engine, folder, labels, spec, method, ingest=False)
                     s = result.summary
@@ -119,8 +138,10 @@ def write(rows, path: Path, argv: str) -> None:
         "",
         "Methods: `global` = the original study's (squash 224, average pooling); `gem` = aspect kept, 512 px, "
         "GeM; `+w` = PCA-whitening with shrinkage fitted on the dataset itself (`imgsim index whiten`); "
-        "`+sift` = SIFT + RANSAC verification of the top 100 with background weighting and one verified "
-        "query expansion; `verified` = the default, `gem+w+sift` once a whitening is fitted.",
+        "`+dba` = database-side augmentation over the dataset (`imgsim index dba`); `+qe` = alpha query "
+        "expansion; `+sift` = SIFT + RANSAC verification of the top 100 with background weighting, expanded "
+        "through the match graph built on the dataset (`imgsim index graph`) and fused with the vector "
+        "similarity; `verified` = the default, `gem+w+sift` once a whitening is fitted (50+ images).",
         "",
         "| dataset | protocol | model | method | mAP | P@1 | recall@1 | search ms/query | queries |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -9,13 +9,18 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
+import numpy as np
+
+from app.dba import AugmentError, augment, augment_collection
 from app.duplicates import find_duplicates
+from app.graph import GraphError, build_graph
 from app.evaluate import evaluate
 from app.ingest import Ingestor
 from app.labels import read_labels
 from app.methods import UnknownMethod, get_method
 from app.registry import get_model
-from app.search import similar
+from app.schema import index_name
+from app.search import _through_graph, knn_sql, similar
 from app.synth import make_calendar_set
 from app.whiten import WhiteningError, whiten_collection
 from tests.helpers import make_images
@@ -39,13 +44,14 @@ def _ingest(engine, embedders, folder, labels, method):
 
 
 @pytest.mark.parametrize("name", ["global", "gem", "gem-ms", "rmac", "gem+w", "gem+qe", "gem+w+qe+sift", "rmac+orb",
-                                  "verified"])
+                                  "verified", "gem+dba", "gem+w+dba+qe+sift"])
 def test_method_names_parse(name):
     method = get_method(name)
     assert method.descriptor.name in ("global", "gem", "gem-ms", "rmac")
 
 
-@pytest.mark.parametrize("name", ["sift", "gem+sift+orb", "gem+sift+w", "gem+x", "global; DROP TABLE images", ""])
+@pytest.mark.parametrize("name", ["sift", "gem+sift+orb", "gem+sift+w", "gem+x", "global; DROP TABLE images", "",
+                                  "rmac+dba", "gem+dba+w"])
 def test_bad_method_names_fail(name):
     with pytest.raises(UnknownMethod):
         get_method(name)
@@ -106,6 +112,69 @@ def test_whitening_is_fitted_stored_and_used(engine, embedders, calendar):
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+w'")).scalar() == 19
 
 
+def test_augment_adds_the_nearest_neighbours_weighted_by_similarity_cubed():
+    vectors = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1], [0, 0.6, 0.8]], np.float32)
+    out = augment(vectors, top=1, alpha=3.0)
+    expected = vectors[0] + 0.8 ** 3 * vectors[1]  # row 0's nearest other row is row 1 (cosine 0.8)
+    assert np.allclose(out[0], expected / np.linalg.norm(expected), atol=1e-6)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    assert np.allclose(augment(vectors, top=0), vectors, atol=1e-6)
+
+
+def test_dba_rows_are_written_indexed_and_searched(engine, embedders, calendar):
+    folder, labels = calendar
+    _ingest(engine, embedders, folder, labels, "gem")
+    with pytest.raises(AugmentError, match="no \\+dba step"):
+        augment_collection(engine, LITE0, get_method("gem+w"))
+    with pytest.raises(AugmentError, match="index whiten"):
+        augment_collection(engine, LITE0, get_method("gem+w+dba"))
+    assert augment_collection(engine, LITE0, get_method("gem+dba"))["n_images"] == 18
+    with engine.begin() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+dba'")).scalar() == 18
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(text(
+            f"EXPLAIN {knn_sql(LITE0, 'gem+dba')}"), {"q": "[" + ",".join(["0.1"] * LITE0.dim) + "]", "k": 3}))
+    assert index_name(LITE0.table, "gem+dba") in plan
+    hits = similar(folder / "2.jpg", LITE0.name, k=3, method="gem+dba", engine=engine)
+    assert hits[0].path.endswith("/2.jpg")
+    result = evaluate(engine, folder, labels, LITE0, get_method("gem+dba+qe"), ingest=False)
+    assert result.summary.n_queries == 18 and result.summary.map > 0.5
+
+
+def test_graph_expansion_adds_the_verified_neighbours_of_verified_candidates():
+    score = {1: 40.0, 2: 20.0}  # path weights (40/40)^2 = 1 and (20/40)^2 = 0.25
+    graph = {1: {3: 10.0, 2: 5.0, 9: 7.0}, 2: {4: 8.0, 1: 30.0, 3: 60.0}}
+    # 3: best single path max(1 x 10, 0.25 x 60); 9 is the query itself
+    assert _through_graph(score, graph, query_id=9, among=None) == {1: 47.5, 2: 25.0, 3: 15.0, 4: 2.0}
+    assert _through_graph(score, graph, query_id=9, among=[1, 2, 4]) == {1: 47.5, 2: 25.0, 4: 2.0}
+
+
+def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, embedders, calendar):
+    folder, labels = calendar
+    _ingest(engine, embedders, folder, labels, "gem+sift")
+    method = get_method("gem+sift")
+    with pytest.raises(GraphError, match="does not verify"):
+        build_graph(engine, LITE0, get_method("gem"))
+    first = build_graph(engine, LITE0, method)
+    assert first["images"] == 18 and first["edges"] > 0
+    assert build_graph(engine, LITE0, method)["images"] == 0  # nothing new
+    assert build_graph(engine, LITE0, method, rebuild=True)["images"] == 18
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT i.label, n.label, e.score FROM match_graph g JOIN images i ON i.id = g.image_id "
+            "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS e(id, score) JOIN images n ON n.id = e.id")).all()
+    assert len(rows) == first["edges"]
+    same = [score for a, b, score in rows if a == b]
+    other = [score for a, b, score in rows if a != b]  # the shared layout verifies too, but scores less
+    assert len(same) == 18 * 8 and sum(same) / len(same) > 2 * sum(other) / max(1, len(other))
+    result = evaluate(engine, folder, labels, LITE0, method, ingest=False)
+    perfect = [q for q in result.queries
+               if all(h.image_id in result.relevant[q] for h in result.rankings[q][:len(result.relevant[q])])]
+    assert len(perfect) == 18, "every query ranks its whole page first"
+    hits = similar(folder / "1.jpg", LITE0.name, k=18, method="gem+sift", engine=engine)
+    assert all(h.score is not None for h in hits[1:9])
+
+
 def test_duplicates_groups_copies_of_the_same_image(engine, embedders, tmp_path):
     from skimage import data
 
@@ -127,6 +196,14 @@ def test_cli_methods_search_duplicates(database, calendar):
     hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
                           "--json").stdout)
     assert hits[0]["path"].endswith("/3.jpg") and all(h["inliers"] is not None for h in hits[1:])
+    graph = run("index", "graph", "--model", LITE0.name, "--method", "gem+sift", "-q")
+    assert graph.returncode == 0 and "rows for 18 images" in graph.stdout
+    assert run("index", "dba", "--model", LITE0.name, "--method", "gem+dba").returncode == 0
+    not_verifying = run("index", "graph", "--model", LITE0.name, "--method", "gem")
+    assert not_verifying.returncode == 1 and "does not verify" in not_verifying.stderr
+    hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
+                          "--json").stdout)
+    assert all(h["score"] is not None for h in hits[1:])
     methods = {m["name"] for m in json.loads(run("methods", "--json").stdout)}
     assert {"global", "gem", "gem-ms", "rmac", "verified"} <= methods
     dup = run("duplicates", "--model", LITE0.name, "--method", "gem+sift", "--json")
