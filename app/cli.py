@@ -143,15 +143,17 @@ def ingest(
     model: ModelOpt = None,
     labels: Annotated[Optional[Path], typer.Option(help="CSV with filename,label (or group).")] = None,
     method: MethodOpt = DEFAULT_METHOD,
+    graph: Annotated[bool, typer.Option(help="With a verifying method, store the new images' verified "
+                                             "neighbours (imgsim index graph) after embedding.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ):
     """Embed every image under FOLDER (idempotent: only what is not stored yet)."""
-    report = run_ingest(folder, model, labels, method, quiet)
+    report = run_ingest(folder, model, labels, method, quiet, graph)
     if report.failed:
         raise typer.Exit(EXIT_FAILURES)
 
 
-def run_ingest(folder: Path, model, labels, method, quiet=False):
+def run_ingest(folder: Path, model, labels, method, quiet=False, graph=True):
     from app import migrate
     from app.db import get_engine
     from app.ingest import Ingestor
@@ -178,6 +180,9 @@ def run_ingest(folder: Path, model, labels, method, quiet=False):
         out.print(f"found {report.found}: new {report.new_images}, skipped {report.skipped}, "
                   f"failed {len(report.failed)}; embeddings written: {per_model}; "
                   f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s)", soft_wrap=True)
+    if graph and meth.local:
+        for spec in specs:
+            _graph_rows(get_engine(), spec, meth, rebuild=False, quiet=quiet)
     return report
 
 
@@ -329,28 +334,36 @@ def index_graph(
     """Store each image's spatially verified neighbours; verified searches expand through them."""
     from app import migrate
     from app.db import get_engine
-    from app.graph import GraphError, build_graph, candidate_ids
-    from app.search import effective_method
+    from app.graph import GraphError
 
     spec, meth = _specs([model] if model else None)[0], _method(method)
     migrate.upgrade()
     engine = get_engine()
-    with engine.connect() as conn:
-        meth = effective_method(conn, spec, meth)
     if meth.local is None:
         fail(f"method {method} does not verify: use one with +sift or +orb (e.g. verified)")
-    total, done = len(candidate_ids(engine, spec, meth)), [0]
+    try:
+        _graph_rows(engine, spec, meth, rebuild, quiet)
+    except GraphError as exc:
+        fail(str(exc))
+
+
+def _graph_rows(engine, spec, method, rebuild: bool, quiet: bool) -> None:
+    """Match-graph rows with a progress bar (images without a row, or all with ``rebuild``)."""
+    from app.graph import build_graph, candidate_ids
+    from app.search import effective_method
+
+    with engine.connect() as conn:
+        method = effective_method(conn, spec, method)
+    total, done = len(candidate_ids(engine, spec, method)), [0]
     with _progress(quiet, "verifying") as update:
         def tick(n: int) -> None:
             done[0] += n
             update(done[0], total)
 
-        try:
-            result = build_graph(engine, spec, meth, rebuild, tick)
-        except GraphError as exc:
-            fail(str(exc))
-    out.print(f"{result['model']}/{result['method']}: rows for {result['images']} images, "
-              f"{result['edges']} verified edges")
+        result = build_graph(engine, spec, method, rebuild, tick)
+    if not quiet or rebuild:
+        out.print(f"match graph {result['model']}/{result['method']}: rows for {result['images']} images, "
+                  f"{result['edges']} verified edges")
 
 
 @app.command()

@@ -9,7 +9,7 @@ after adding images.
 from __future__ import annotations
 
 import numpy as np
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from app import store
 from app.embedder import l2_normalize
@@ -64,3 +64,29 @@ def augment_rows(conn: Connection, spec: ModelSpec, source: str, among: list[int
         store.write_embeddings(conn, spec, target, [(i, 0, v) for i, v in zip(ids, augment(vectors))])
         store.ensure_index(conn, spec, target)
     return len(ids)
+
+
+def augment_missing(engine: Engine, spec: ModelSpec, source: str, top: int = QE_TOP, alpha: float = QE_ALPHA) -> int:
+    """Augmented rows for images that have ``source`` rows but no ``source+dba`` row, where the
+    collection has been augmented: each new vector plus its nearest stored neighbours (HNSW)."""
+    from app.search import nearest
+
+    target = f"{source}+dba"
+    with engine.begin() as conn:
+        if not store.has_embeddings(conn, spec, target):
+            return 0
+        missing = [r[0] for r in conn.execute(text(
+            f"SELECT image_id FROM {spec.table} WHERE method = :s AND region = 0 EXCEPT "
+            f"SELECT image_id FROM {spec.table} WHERE method = :t"), {"s": source, "t": target})]
+        ids, vectors = store.stored_vectors(conn, spec, source, missing)
+        rows = []
+        for image_id, vector in zip(ids, vectors):
+            hits = [h for h in nearest(conn, spec, source, vector, top + 1) if h.image_id != image_id][:top]
+            _, neighbours = store.stored_vectors(conn, spec, source, [h.image_id for h in hits])
+            by_id = dict(zip([h.image_id for h in hits], neighbours)) if hits else {}
+            out = l2_normalize(vector)[0]
+            for h in hits:
+                out = out + max(0.0, 1.0 - h.distance) ** alpha * l2_normalize(by_id[h.image_id])[0]
+            rows.append((image_id, 0, l2_normalize(out)[0]))
+        store.write_embeddings(conn, spec, target, rows)
+    return len(rows)

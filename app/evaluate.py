@@ -70,6 +70,9 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
     if ingest:
         ingestor = ingestor or Ingestor(engine, [spec], method)
         report = ingestor.run(folder, rows)
+        from app.graph import update_graph
+
+        update_graph(engine, spec, method)  # verified neighbours of the new images
     with engine.connect() as conn:
         method = effective_method(conn, spec, method)
     ids = image_ids(engine, folder, rows, get_settings().max_file_bytes)

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 from app import store
 from app.methods import Method
 from app.registry import ModelSpec
-from app.search import direct_scores, stored_query
+from app.search import direct_scores, effective_method, stored_query
 
 BATCH = 32
 
@@ -66,3 +66,11 @@ def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool =
             progress(len(rows))
     return {"model": spec.name, "kind": method.local.name, "method": method.canonical,
             "images": len(ids), "edges": edges}
+
+
+def update_graph(engine: Engine, spec: ModelSpec, method: Method,
+                 progress: Callable[[int], None] | None = None) -> dict | None:
+    """After an ingest: rows for the new images of a verifying method (None for other methods)."""
+    with engine.connect() as conn:
+        method = effective_method(conn, spec, method)
+    return build_graph(engine, spec, method, progress=progress) if method.local else None

@@ -182,6 +182,7 @@ class Ingestor:
                         progress(done, len(todo))
             finally:
                 self._build_indexes(first_load)
+            self._augment_new()
         report.seconds = time.perf_counter() - started
         return report
 
@@ -262,6 +263,14 @@ class Ingestor:
             whitened = apply(np.stack([v for _, _, v in rows]), mean, projection)
             store.write_embeddings(conn, spec, f"{self.method.raw}+w",
                                    [(i, r, w) for (i, r, _), w in zip(rows, whitened)])
+
+    def _augment_new(self) -> None:
+        """Keep augmented (``+dba``) rows complete where the collection has them."""
+        from app.dba import augment_missing
+
+        for spec in self.models:
+            for source in (self.method.raw, f"{self.method.raw}+w"):
+                with_retry(lambda: augment_missing(self.engine, spec, source))
 
     def _fail(self, report: IngestReport, failures: list[Failure], on_failure) -> None:
         if not failures:

@@ -163,25 +163,22 @@ def _expand(conn, spec, method: Method, query: np.ndarray, hits: list[Hit]) -> n
     return out
 
 
-def _background_weights(points: dict[int, np.ndarray]) -> dict[int, float]:
-    """Score each verified candidate by its inliers, each weighted 1 / (number of verified
-    candidates with an inlier within ``BURST_RADIUS`` of it in the query): a part of the query
-    that matches many different images (a shared background, a textbook under every item)
-    counts little, the item itself counts fully."""
-    if not points:
+def _background_weights(points: np.ndarray, inliers: dict[int, np.ndarray]) -> dict[int, float]:
+    """Score each verified candidate by its inliers (indices into the query's ``points``), each
+    weighted 1 / (number of verified candidates with an inlier within ``BURST_RADIUS`` of it in
+    the query): a part of the query that matches many different images (a shared background,
+    a textbook under every item) counts little, the item itself counts fully."""
+    if not inliers:
         return {}
-    ids = list(points)
-    stacked = np.concatenate([points[i] for i in ids])
-    owner = np.concatenate([np.full(len(points[i]), j) for j, i in enumerate(ids)])
-    members = np.zeros((len(stacked), len(ids)), np.float32)
-    members[np.arange(len(stacked)), owner] = 1.0
-    counts = np.zeros(len(stacked), np.float32)
-    for start in range(0, len(stacked), 2048):  # bounded memory
-        block = stacked[start:start + 2048]
-        near = (((block[:, None, :] - stacked[None, :, :]) ** 2).sum(-1) <= BURST_RADIUS ** 2).astype(np.float32)
-        counts[start:start + 2048] = ((near @ members) > 0).sum(axis=1)
-    weights = 1.0 / np.maximum(counts, 1.0)
-    return {i: float(weights[owner == j].sum()) for j, i in enumerate(ids)}
+    ids = list(inliers)
+    used = np.unique(np.concatenate([inliers[i] for i in ids]))  # query keypoints that are inliers
+    members = np.zeros((len(used), len(ids)), np.float32)
+    for j, i in enumerate(ids):
+        members[np.searchsorted(used, inliers[i]), j] = 1.0
+    xy = points[used]
+    near = (((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1) <= BURST_RADIUS ** 2).astype(np.float32)
+    weights = 1.0 / np.maximum(((near @ members) > 0).sum(axis=1), 1)
+    return {i: float(weights[np.searchsorted(used, inliers[i])].sum()) for i in ids}
 
 
 class _Verifier:
@@ -199,8 +196,8 @@ class _Verifier:
 
     def scores(self) -> dict[int, float]:
         """Background-weighted scores of the verified candidates (>= MIN_INLIERS inliers)."""
-        verified = {i: self.q.points[kp] for i, kp in self.inliers.items() if len(kp) >= MIN_INLIERS}
-        return _background_weights(verified)
+        verified = {i: kp for i, kp in self.inliers.items() if len(kp) >= MIN_INLIERS}
+        return _background_weights(self.q.points, verified)
 
 
 def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query,
@@ -295,7 +292,7 @@ def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int
 def effective_method(conn: Connection, spec: ModelSpec, method: Method) -> Method:
     from app.methods import with_collection
 
-    return with_collection(method, store.load_whitening(conn, spec.name, method.raw) is not None)
+    return with_collection(method, store.has_whitening(conn, spec.name, method.raw))
 
 
 def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,

@@ -112,6 +112,10 @@ def stored_vectors(conn: Connection, spec: ModelSpec, method: str, ids: Sequence
     return [r[0] for r in rows], np.stack([as_array(r[1]) for r in rows])
 
 
+def has_embeddings(conn: Connection, spec: ModelSpec, method: str) -> bool:
+    return conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE method = :m)"), {"m": method}).scalar()
+
+
 def count_embeddings(conn: Connection, spec: ModelSpec, method: str) -> int:
     return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m"), {"m": method}).scalar()
 
@@ -156,6 +160,11 @@ def save_whitening(conn: Connection, model: str, method: str, n_images: int,
         {"model": model, "method": method, "n": n_images, "dims": projection.shape[0],
          "mean": mean.astype(np.float32).tobytes(), "proj": projection.astype(np.float32).tobytes()})
     return row.scalar()
+
+
+def has_whitening(conn: Connection, model: str, method: str) -> bool:
+    return conn.execute(text("SELECT EXISTS (SELECT 1 FROM whitening WHERE model = :model AND method = :method)"),
+                        {"model": model, "method": method}).scalar()
 
 
 def load_whitening(conn: Connection, model: str, method: str):

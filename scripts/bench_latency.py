@@ -59,6 +59,24 @@ def main() -> None:
               f"CNN {report.embed_seconds.get(spec.name, 0) / done * 1000:.0f} ms/image")
     else:
         print("ingest: everything was stored already (use a fresh IMGSIM_HOME to measure ingest cost)")
+    if method.local:  # the collection-level index steps a user runs after ingest
+        from app.graph import build_graph
+        from app.search import effective_method
+        from app.whiten import WhiteningError, whiten_collection
+
+        t0 = time.perf_counter()
+        try:
+            whiten_collection(engine, spec, method.raw)
+        except WhiteningError as exc:
+            print(f"no whitening: {exc}")
+        t1 = time.perf_counter()
+        with engine.connect() as conn:
+            resolved = effective_method(conn, spec, method)
+        graph = build_graph(engine, spec, resolved, rebuild=True)
+        t2 = time.perf_counter()
+        print(f"index whiten: {t1 - t0:.1f} s; index graph ({resolved.canonical}): "
+              f"{(t2 - t1) / max(1, graph['images']) * 1000:.0f} ms/image over {graph['images']} images, "
+              f"{graph['edges']} edges")
     with engine.connect() as conn:
         n, avg_bytes, table = conn.execute(text(
             "SELECT count(*), avg(octet_length(points) + octet_length(descriptors)), "
@@ -68,6 +86,12 @@ def main() -> None:
     if n:
         print(f"local features (sift): {avg_bytes / 1024:.0f} KiB/image of keypoints+descriptors; "
               f"table {table / n / 1024:.0f} KiB/image on disk ({n} images)")
+    with engine.connect() as conn:
+        rows, edges, size = conn.execute(text(
+            "SELECT count(*), coalesce(sum(cardinality(neighbours)), 0), pg_total_relation_size('match_graph') "
+            "FROM match_graph")).one()
+    if rows:
+        print(f"match graph: {edges / rows:.1f} verified neighbours/image; table {size / rows:.0f} bytes/image on disk")
     similar(paths[0], spec.name, k=10, method=args.method, engine=engine)  # warm-up
     for label, queries in (("stored photo", paths), ("new camera photo", [str(p) for p in new_photos[:args.queries]])):
         if not queries:

@@ -148,8 +148,10 @@ def write(rows, path: Path, argv: str) -> None:
     ]
     for dataset, protocol, model, method, m, p1, r1, ms, n, _ in sorted(rows, key=lambda r: (r[0], r[1], r[2], -r[4])):
         lines.append(f"| {dataset} | {protocol} | {model} | {method} | {m:.3f} | {p1:.3f} | {r1:.3f} | {ms:.0f} | {n} |")
+    old = path.read_text() if path.is_file() else ""
+    tail = old[old.index("\n## ") + 1:] if "\n## " in old else ""  # hand-written sections after the table
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + ("\n" + tail if tail else ""))
     print(f"wrote {path}")
 
 

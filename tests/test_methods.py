@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 import numpy as np
 
+from app import store
 from app.dba import AugmentError, augment, augment_collection
 from app.duplicates import find_duplicates
 from app.graph import GraphError, build_graph
@@ -139,6 +140,21 @@ def test_dba_rows_are_written_indexed_and_searched(engine, embedders, calendar):
     assert hits[0].path.endswith("/2.jpg")
     result = evaluate(engine, folder, labels, LITE0, get_method("gem+dba+qe"), ingest=False)
     assert result.summary.n_queries == 18 and result.summary.map > 0.5
+    # an image ingested later gets its augmented row: itself plus its nearest stored neighbours
+    extra = folder.parent / "extra-dba"
+    make_images(extra, ["new.png"], seed=78)
+    Ingestor(engine, [LITE0], get_method("gem"), embedders=embedders).run(extra)
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+dba'")).scalar() == 19
+        new_id = conn.execute(text("SELECT id FROM images WHERE path LIKE '%extra-dba%'")).scalar()
+        ids, vectors = store.stored_vectors(conn, LITE0, "gem")
+        _, (augmented,) = store.stored_vectors(conn, LITE0, "gem+dba", [new_id])
+    by_id = dict(zip(ids, vectors))
+    others = [i for i in ids if i != new_id]
+    sims = np.array([float(by_id[new_id] @ by_id[i]) for i in others])
+    top = np.argsort(-sims)[:3]
+    expected = by_id[new_id] + sum(sims[t] ** 3 * by_id[others[t]] for t in top)
+    assert np.allclose(augmented, expected / np.linalg.norm(expected), atol=1e-3)
 
 
 def test_graph_expansion_adds_the_verified_neighbours_of_verified_candidates():
@@ -192,11 +208,13 @@ def test_duplicates_groups_copies_of_the_same_image(engine, embedders, tmp_path)
 def test_cli_methods_search_duplicates(database, calendar):
     folder, labels = calendar
     run = lambda *a: subprocess.run([sys.executable, "-m", "app.cli", *map(str, a)], capture_output=True, text=True)
-    assert run("ingest", folder, "--model", LITE0.name, "--method", "gem+sift", "--labels", labels).returncode == 0
+    ingested = run("ingest", folder, "--model", LITE0.name, "--method", "gem+sift", "--labels", labels)
+    assert ingested.returncode == 0 and "match graph efficientnet-lite0/gem+sift: rows for 18 images" in ingested.stdout
     hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
                           "--json").stdout)
     assert hits[0]["path"].endswith("/3.jpg") and all(h["inliers"] is not None for h in hits[1:])
-    graph = run("index", "graph", "--model", LITE0.name, "--method", "gem+sift", "-q")
+    assert "rows for 0 images" in run("index", "graph", "--model", LITE0.name, "--method", "gem+sift").stdout
+    graph = run("index", "graph", "--model", LITE0.name, "--method", "gem+sift", "--rebuild", "-q")
     assert graph.returncode == 0 and "rows for 18 images" in graph.stdout
     assert run("index", "dba", "--model", LITE0.name, "--method", "gem+dba").returncode == 0
     not_verifying = run("index", "graph", "--model", LITE0.name, "--method", "gem")
