@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.config import get_settings
@@ -27,12 +28,12 @@ EXIT_FAILURES = 3  # the job finished, but some inputs failed
 
 ModelOpt = Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model name (repeatable).")]
 MethodOpt = Annotated[str, typer.Option(
-    "--method", help="DESCRIPTOR[+w][+dba][+qe][+sift|+orb], descriptor global|gem|gem-ms|rmac; "
+    "--method", help="DESCRIPTOR[@SIDE][+w][+dba][+qe][+sift|+orb], descriptor global|gem|gem-ms|rmac; "
                      "'verified' (default) = gem+sift. See `imgsim methods`.")]
 
 
 def fail(message: str, code: int = 1):
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -249,12 +250,14 @@ def methods(as_json: Annotated[bool, typer.Option("--json")] = False):
     from app.methods import ALIASES, DESCRIPTORS, SHORTLIST
 
     rows = [{"name": d.name, "kind": "descriptor", "description": d.description} for d in DESCRIPTORS.values()]
-    rows += [{"name": "+w", "kind": "step", "description": "PCA-whitening learned on the collection (imgsim index whiten)"},
+    rows += [{"name": "@SIDE", "kind": "size", "description": "after gem, gem-ms or rmac: longest side in px "
+                                                               "(64-2048), e.g. gem@768"},
+             {"name": "+w", "kind": "step", "description": "PCA-whitening learned on the collection (imgsim index whiten)"},
              {"name": "+dba", "kind": "step", "description": "database-side augmentation, top 3, alpha 3 (imgsim index dba)"},
              {"name": "+qe", "kind": "step", "description": "alpha query expansion (top 3, alpha 3)"},
              {"name": "+sift", "kind": "step", "description": f"SIFT + RANSAC verification of the top {SHORTLIST}, "
                                                                       "graph-expanded (imgsim index graph)"},
-             {"name": "+orb", "kind": "step", "description": f"ORB + RANSAC verification of the top {SHORTLIST}"}]
+             {"name": "+orb", "kind": "step", "description": f"ORB + RANSAC verification of the top {SHORTLIST}, graph-expanded"}]
     rows += [{"name": a, "kind": "alias", "description": f"= {m}" + (" (default)" if a == DEFAULT_METHOD else "")}
              for a, m in ALIASES.items()]
     if as_json:

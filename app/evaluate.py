@@ -86,7 +86,10 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
     database = sorted({ids[n] for n in ids if rows[n].role in ("database", "both")})
     queries = sorted({ids[n] for n in ids if rows[n].role in ("query", "both")})
     if not queries or not database:
-        raise EvaluationError(f"{labels_csv}: no stored query or database images for {spec.name}/{method.name}")
+        hint = (f" (run `imgsim index dba --model {spec.name} --method {method.augmented_from}+dba`)" if method.dba
+                else f" (run `imgsim index whiten --model {spec.name} --method {method.raw}`)" if method.whiten else "")
+        raise EvaluationError(f"{labels_csv}: no stored query or database images for {spec.name}/{method.name}"
+                              + hint)
     rankings, relevant, lists = {}, {}, []
     started = time.perf_counter()
     with engine.begin() as conn:

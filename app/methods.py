@@ -2,12 +2,14 @@
 
 A method name is a descriptor followed by optional steps, joined with ``+``:
 
-    DESCRIPTOR[+w][+dba][+qe][+sift|+orb]
+    DESCRIPTOR[@SIDE][+w][+dba][+qe][+sift|+orb]
 
 Descriptors (what is stored in the ``method`` column of each embedding table):
 - ``global``: the original study's method: squash to the model's input size, global average pooling.
 - ``gem``: keep the aspect ratio, longest side 512 px, GeM pooling (p=3) of the last conv map.
 - ``gem-ms``: like ``gem`` at 768 px, over three scales (1, 1/sqrt 2, 1/2), summed.
+- ``DESCRIPTOR@SIDE`` (e.g. ``gem@768``, ``gem-ms@1024``): the same with the longest side set to
+  SIDE px (64-2048); stored under its own name.
 - ``rmac``: ``gem`` plus 13 regional GeM vectors (2x2 and 3x3 overlapping grids) stored as extra
   rows; an image's score sums, over the query's regions, the best match among its regions.
 
@@ -37,8 +39,9 @@ from app.registry import ModelSpec
 
 class UnknownMethod(KeyError):
     def __str__(self) -> str:
-        return (f"unknown method {self.args[0]!r}; use DESCRIPTOR[+w][+dba][+qe][+sift|+orb] with a descriptor "
-                f"from {', '.join(DESCRIPTORS)} (+dba: not with rmac), or one of {', '.join(ALIASES)}")
+        return (f"unknown method {self.args[0]!r}; use DESCRIPTOR[@SIDE][+w][+dba][+qe][+sift|+orb] with a "
+                f"descriptor from {', '.join(DESCRIPTORS)} (@SIDE: {MIN_SIDE}-{MAX_SIDE} px, not with global; "
+                f"+dba: not with rmac), or one of {', '.join(ALIASES)}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ DESCRIPTORS: dict[str, Descriptor] = {
     "rmac": Descriptor("rmac", "gem plus 13 regional GeM vectors stored as extra rows", regions=True),
 }
 STEPS = ("w", "dba", "qe", "sift", "orb")
+MIN_SIDE, MAX_SIDE = 64, 2048  # range of DESCRIPTOR@SIDE
 ALIASES = {"verified": "gem+sift"}
 WHITENED_ALIASES = {"verified": "gem+w+sift"}  # used once the collection has a whitening
 DEFAULT_METHOD = "verified"
@@ -124,10 +128,21 @@ class Method:
         return self.name
 
 
+def get_descriptor(name: str) -> Descriptor | None:
+    """``gem``, or ``gem@768``: a descriptor with its longest side set (aspect-kept ones only)."""
+    base, at, size = name.partition("@")
+    descriptor = DESCRIPTORS.get(base)
+    if descriptor is None or not at:
+        return descriptor
+    if descriptor.squash or not size.isdigit() or not MIN_SIDE <= int(size) <= MAX_SIDE or size != str(int(size)):
+        return None
+    return replace(descriptor, name=f"{base}@{size}", longest=int(size))
+
+
 def get_method(name: str) -> Method:
     canonical = ALIASES.get(name, name)
     parts = canonical.split("+")
-    descriptor = DESCRIPTORS.get(parts[0])
+    descriptor = get_descriptor(parts[0])
     steps = tuple(parts[1:])
     if (descriptor is None or len(set(steps)) != len(steps) or not set(steps) <= set(STEPS)
             or {"sift", "orb"} <= set(steps) or list(steps) != sorted(steps, key=STEPS.index)):

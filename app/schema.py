@@ -21,7 +21,7 @@ def opclass(dim: int) -> str:
 
 
 def index_name(table: str, method: str) -> str:
-    safe = method.replace("-", "_").replace("+", "_")
+    safe = method.replace("-", "_").replace("+", "_").replace("@", "_")
     return f"ix_{table}_{safe}_hnsw"
 
 

@@ -15,7 +15,7 @@ from app import store
 from app.dba import AugmentError, augment, augment_collection
 from app.duplicates import find_duplicates
 from app.graph import GraphError, build_graph
-from app.evaluate import evaluate
+from app.evaluate import EvaluationError, evaluate
 from app.ingest import Ingestor
 from app.labels import read_labels
 from app.methods import UnknownMethod, get_method
@@ -45,20 +45,22 @@ def _ingest(engine, embedders, folder, labels, method):
 
 
 @pytest.mark.parametrize("name", ["global", "gem", "gem-ms", "rmac", "gem+w", "gem+qe", "gem+w+qe+sift", "rmac+orb",
-                                  "verified", "gem+dba", "gem+w+dba+qe+sift"])
+                                  "verified", "gem+dba", "gem+w+dba+qe+sift", "gem@768", "gem-ms@1024+w+sift"])
 def test_method_names_parse(name):
     method = get_method(name)
-    assert method.descriptor.name in ("global", "gem", "gem-ms", "rmac")
+    assert method.descriptor.name.split("@")[0] in ("global", "gem", "gem-ms", "rmac")
+    assert "@" not in name or method.descriptor.longest == int(name.split("@")[1].split("+")[0])
 
 
 @pytest.mark.parametrize("name", ["sift", "gem+sift+orb", "gem+sift+w", "gem+x", "global; DROP TABLE images", "",
-                                  "rmac+dba", "gem+dba+w"])
+                                  "rmac+dba", "gem+dba+w", "gem@", "gem@abc", "global@512", "gem@99999", "gem@0768",
+                                  "gem@768@5", "gem@32"])
 def test_bad_method_names_fail(name):
     with pytest.raises(UnknownMethod):
         get_method(name)
 
 
-@pytest.mark.parametrize("method", ["gem", "gem-ms", "rmac", "gem+qe", "gem+sift", "gem+orb"])
+@pytest.mark.parametrize("method", ["gem", "gem-ms", "rmac", "gem+qe", "gem+sift", "gem+orb", "gem@256"])
 def test_each_method_ingests_searches_and_evaluates(engine, embedders, calendar, method):
     folder, labels = calendar
     report = _ingest(engine, embedders, folder, labels, method)
@@ -129,6 +131,8 @@ def test_dba_rows_are_written_indexed_and_searched(engine, embedders, calendar):
         augment_collection(engine, LITE0, get_method("gem+w"))
     with pytest.raises(AugmentError, match="index whiten"):
         augment_collection(engine, LITE0, get_method("gem+w+dba"))
+    with pytest.raises(EvaluationError, match="imgsim index dba"):
+        evaluate(engine, folder, labels, LITE0, get_method("gem+dba"), ingest=False)
     assert augment_collection(engine, LITE0, get_method("gem+dba"))["n_images"] == 18
     with engine.begin() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+dba'")).scalar() == 18
