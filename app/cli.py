@@ -257,7 +257,8 @@ def methods(as_json: Annotated[bool, typer.Option("--json")] = False):
              {"name": "+qe", "kind": "step", "description": "alpha query expansion (top 3, alpha 3)"},
              {"name": "+sift", "kind": "step", "description": f"SIFT + RANSAC verification of the top {SHORTLIST}, "
                                                                       "graph-expanded (imgsim index graph)"},
-             {"name": "+orb", "kind": "step", "description": f"ORB + RANSAC verification of the top {SHORTLIST}, graph-expanded"}]
+             {"name": "+orb", "kind": "step", "description": f"ORB + RANSAC verification of the top {SHORTLIST}, "
+                                                                     "graph-expanded"}]
     rows += [{"name": a, "kind": "alias", "description": f"= {m}" + (" (default)" if a == DEFAULT_METHOD else "")}
              for a, m in ALIASES.items()]
     if as_json:
