@@ -15,6 +15,7 @@ from app import store
 from app.embedder import l2_normalize
 from app.methods import QE_ALPHA, QE_TOP, Method
 from app.registry import ModelSpec
+from app.search import expand_vector, nearest
 
 BLOCK = 1024  # query rows per similarity block: bounded memory for large collections
 
@@ -69,8 +70,6 @@ def augment_rows(conn: Connection, spec: ModelSpec, source: str, among: list[int
 def augment_missing(engine: Engine, spec: ModelSpec, source: str, top: int = QE_TOP, alpha: float = QE_ALPHA) -> int:
     """Augmented rows for images that have ``source`` rows but no ``source+dba`` row, where the
     collection has been augmented: each new vector plus its nearest stored neighbours (HNSW)."""
-    from app.search import nearest
-
     target = f"{source}+dba"
     with engine.begin() as conn:
         if not store.has_embeddings(conn, spec, target):
@@ -82,11 +81,6 @@ def augment_missing(engine: Engine, spec: ModelSpec, source: str, top: int = QE_
         rows = []
         for image_id, vector in zip(ids, vectors):
             hits = [h for h in nearest(conn, spec, source, vector, top + 1) if h.image_id != image_id][:top]
-            _, neighbours = store.stored_vectors(conn, spec, source, [h.image_id for h in hits])
-            by_id = dict(zip([h.image_id for h in hits], neighbours)) if hits else {}
-            out = l2_normalize(vector)[0]
-            for h in hits:
-                out = out + max(0.0, 1.0 - h.distance) ** alpha * l2_normalize(by_id[h.image_id])[0]
-            rows.append((image_id, 0, l2_normalize(out)[0]))
+            rows.append((image_id, 0, expand_vector(conn, spec, source, vector, hits, alpha)))
         store.write_embeddings(conn, spec, target, rows)
     return len(rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from app import store
+from app.graph import update_graph
 from app.images import ImageError, find_images, read_bytes, sha256
 from app.ingest import IngestReport, Ingestor
 from app.labels import LabelRow, read_labels, resolve_files
@@ -70,8 +71,6 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
     if ingest:
         ingestor = ingestor or Ingestor(engine, [spec], method)
         report = ingestor.run(folder, rows)
-        from app.graph import update_graph
-
         update_graph(engine, spec, method)  # verified neighbours of the new images
     with engine.connect() as conn:
         method = effective_method(conn, spec, method)

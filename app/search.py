@@ -149,17 +149,24 @@ def _first_stage(conn, spec, method: Method, vectors: np.ndarray, n: int, among)
     return [Hit(i, info[i].path, 1.0 - best[i] / len(vectors), info[i].label) for i in ranked]
 
 
+def expand_vector(conn, spec: ModelSpec, stored: str, vector: np.ndarray, hits: list[Hit],
+                  alpha: float = QE_ALPHA) -> np.ndarray:
+    """``vector`` plus each hit's stored vector weighted by max(0, similarity)^alpha, L2-normalised
+    (alpha-QE for a query, DBA for a stored image)."""
+    ids, vectors = store.stored_vectors(conn, spec, stored, [h.image_id for h in hits])
+    by_id = dict(zip(ids, vectors))
+    out = np.asarray(vector, np.float32).copy()
+    for h in hits:
+        out += max(0.0, 1.0 - h.distance) ** alpha * by_id[h.image_id]
+    return l2_normalize(out)[0]
+
+
 def _expand(conn, spec, method: Method, query: np.ndarray, hits: list[Hit]) -> np.ndarray:
     top = [h for h in hits if h.distance > 1e-6][:QE_TOP]
     if not top:
         return query
-    ids, vectors = store.stored_vectors(conn, spec, method.stored, [h.image_id for h in top])
-    by_id = dict(zip(ids, vectors))
-    expanded = query[0].copy()
-    for h in top:
-        expanded += max(0.0, 1.0 - h.distance) ** QE_ALPHA * by_id[h.image_id]
     out = query.copy()
-    out[0] = l2_normalize(expanded)[0]
+    out[0] = expand_vector(conn, spec, method.stored, query[0], top)
     return out
 
 

@@ -204,12 +204,6 @@ def graph_ids(conn: Connection, model: str, kind: str) -> set[int]:
     return {r[0] for r in rows}
 
 
-def image_info(conn: Connection, ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
-    """image id -> (path, label)."""
-    rows = conn.execute(text("SELECT id, path, label FROM images WHERE id = ANY(:ids)"), {"ids": [int(i) for i in ids]})
-    return {r.id: (r.path, r.label) for r in rows}
-
-
 # ---- failures ---------------------------------------------------------------------------------
 def record_failure(conn: Connection, path: str, reason: str) -> None:
     """Keep one row per path: the latest reason."""
