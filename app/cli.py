@@ -338,33 +338,20 @@ def index_graph(
     """Store each image's spatially verified neighbours; verified searches expand through them."""
     from app import migrate
     from app.db import get_engine
-    from app.graph import GraphError
 
     spec, meth = _specs([model] if model else None)[0], _method(method)
     migrate.upgrade()
-    engine = get_engine()
     if meth.local is None:
         fail(f"method {method} does not verify: use one with +sift or +orb (e.g. verified)")
-    try:
-        _graph_rows(engine, spec, meth, rebuild, quiet)
-    except GraphError as exc:
-        fail(str(exc))
+    _graph_rows(get_engine(), spec, meth, rebuild, quiet)
 
 
 def _graph_rows(engine, spec, method, rebuild: bool, quiet: bool) -> None:
     """Match-graph rows with a progress bar (images without a row, or all with ``rebuild``)."""
-    from app.graph import build_graph, candidate_ids
-    from app.search import effective_method
+    from app.graph import update_graph
 
-    with engine.connect() as conn:
-        method = effective_method(conn, spec, method)
-    total, done = len(candidate_ids(engine, spec, method)), [0]
     with _progress(quiet, "verifying") as update:
-        def tick(n: int) -> None:
-            done[0] += n
-            update(done[0], total)
-
-        result = build_graph(engine, spec, method, rebuild, tick)
+        result = update_graph(engine, spec, method, rebuild, update)
     if not quiet or rebuild:
         out.print(f"match graph {result['model']}/{result['method']}: rows for {result['images']} images, "
                   f"{result['edges']} verified edges")

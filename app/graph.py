@@ -36,8 +36,9 @@ def candidate_ids(engine: Engine, spec: ModelSpec, method: Method) -> list[int]:
 
 
 def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
-                progress: Callable[[int], None] | None = None, among: list[int] | None = None) -> dict:
-    """Compute the rows of images without one (every row with ``rebuild``).
+                progress: Callable[[int, int], None] | None = None, among: list[int] | None = None) -> dict:
+    """Compute the rows of images without one (every row with ``rebuild``); ``progress`` gets
+    (images done, images to do).
 
     ``among`` restricts the graph to a part of the collection: rows of those images, neighbours
     among them (an evaluation's collection when the database holds more).
@@ -63,14 +64,15 @@ def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool =
                 edges += len(row)
             store.write_graph(conn, spec.name, method.local.name, rows)
         if progress:
-            progress(len(rows))
+            progress(start + len(rows), len(ids))
     return {"model": spec.name, "kind": method.local.name, "method": method.canonical,
             "images": len(ids), "edges": edges}
 
 
-def update_graph(engine: Engine, spec: ModelSpec, method: Method,
-                 progress: Callable[[int], None] | None = None) -> dict | None:
-    """After an ingest: rows for the new images of a verifying method (None for other methods)."""
+def update_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> dict | None:
+    """Rows for the new images (all with ``rebuild``) of a verifying method as the collection
+    resolves it (``verified`` whitens once fitted); None for other methods."""
     with engine.connect() as conn:
         method = effective_method(conn, spec, method)
-    return build_graph(engine, spec, method, progress=progress) if method.local else None
+    return build_graph(engine, spec, method, rebuild, progress) if method.local else None
