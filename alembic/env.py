@@ -12,7 +12,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from app.db import database_url
+    from app.store.db import database_url
 
     return database_url()
 

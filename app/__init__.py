@@ -1,0 +1,17 @@
+"""imgsim: image similarity search on PostgreSQL + pgvector.
+
+The public Python API (``app.api``) is importable from the package: ``app.similar``,
+``app.ingest``, ``app.evaluate``, ``app.compare``, ``app.duplicates``. It loads on first use,
+so that importing a submodule (the CLI, the settings) stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["similar", "ingest", "evaluate", "compare", "duplicates"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return getattr(importlib.import_module("app.api"), name)
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

@@ -17,12 +17,15 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from app import migrate  # noqa: E402
-from app.db import get_engine  # noqa: E402
-from app.ingest import Ingestor  # noqa: E402
-from app.methods import get_method  # noqa: E402
-from app.registry import get_model  # noqa: E402
-from app.search import similar  # noqa: E402
+from app.collection.graph import build_graph  # noqa: E402
+from app.collection.whitening import WhiteningError, whiten_collection  # noqa: E402
+from app.describe.methods import get_method  # noqa: E402
+from app.describe.registry import get_model  # noqa: E402
+from app.ingestion.runner import Ingestor  # noqa: E402
+from app.retrieval.query import effective_method  # noqa: E402
+from app.retrieval.search import similar  # noqa: E402
+from app.store import migrate  # noqa: E402
+from app.store.db import get_engine  # noqa: E402
 
 
 def percentile(values, q):
@@ -44,7 +47,7 @@ def main() -> None:
     if dvd.is_dir():
         folder, new_photos = dvd / "images", sorted((dvd / "originals").glob("*.jpg"))
     else:
-        from app.synth import make_calendar_set
+        from app.evaluation.synth import make_calendar_set
 
         folder = Path(tmp.name) / "calendar"
         make_calendar_set(folder, photos_per_page=40)
@@ -60,10 +63,6 @@ def main() -> None:
     else:
         print("ingest: everything was stored already (use a fresh IMGSIM_HOME to measure ingest cost)")
     if method.local:  # the collection-level index steps a user runs after ingest
-        from app.graph import build_graph
-        from app.search import effective_method
-        from app.whiten import WhiteningError, whiten_collection
-
         t0 = time.perf_counter()
         try:
             whiten_collection(engine, spec, method.raw)

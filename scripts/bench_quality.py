@@ -1,6 +1,6 @@
 """Retrieval quality of every offline backbone x method x protocol on ../shared/datasets.
 
-Writes docs/quality.md (and prints the table). Usage: scripts/bench_quality [--models a,b] [--methods m,n]
+Writes docs/quality.md (and prints the table). Usage: scripts/bench_quality [--models a,b] [--methods m,n] [--datasets d,e]
 """
 from __future__ import annotations
 
@@ -18,36 +18,38 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
-from app import migrate  # noqa: E402
-from app.db import get_engine  # noqa: E402
-from app.evaluate import evaluate, image_ids  # noqa: E402
-from app.ingest import Ingestor  # noqa: E402
-from app.labels import read_labels  # noqa: E402
-from app.methods import WHITENED_ALIASES, get_method  # noqa: E402
-from app.registry import resolve_models  # noqa: E402
-from app.whiten import WhiteningError, whiten_collection  # noqa: E402
-from app.dba import augment_collection  # noqa: E402
-from app.graph import build_graph  # noqa: E402
-from app.search import effective_method  # noqa: E402
+from app.collection.dba import augment_collection  # noqa: E402
+from app.collection.graph import build_graph  # noqa: E402
+from app.collection.whitening import WhiteningError, whiten_collection  # noqa: E402
+from app.describe.methods import WHITENED_ALIASES, get_method  # noqa: E402
+from app.describe.registry import resolve_models  # noqa: E402
+from app.evaluation.evaluate import evaluate, image_ids  # noqa: E402
+from app.files.labels import read_labels  # noqa: E402
+from app.ingestion.runner import Ingestor  # noqa: E402
+from app.retrieval.query import effective_method  # noqa: E402
+from app.store import migrate  # noqa: E402
+from app.store.db import get_engine  # noqa: E402
+from app.store.whitening import delete_whitening  # noqa: E402
 
 
 def clear_whitening(engine, spec, descriptor: str) -> None:
     """Forget another dataset's fit, so that a collection too small to whiten is measured unwhitened."""
-    from sqlalchemy import text
-
     with engine.begin() as conn:
-        conn.execute(text("DELETE FROM whitening WHERE model = :m AND method = :d"), {"m": spec.name, "d": descriptor})
+        delete_whitening(conn, spec.name, descriptor)
 
 
-def protocols(tmp: Path) -> list[tuple[str, str, Path, Path]]:
+DATASET_NAMES = ("ukbench_mini", "holidays805", "smvs_dvd_dev")
+
+
+def protocols(tmp: Path, names=DATASET_NAMES) -> list[tuple[str, str, Path, Path]]:
     """(dataset, protocol, folder, labels csv) for each protocol whose data is present."""
     out = []
-    for name in ("ukbench_mini", "holidays805", "smvs_dvd_dev"):
+    for name in names:
         folder = DATASETS / name
         if folder.is_dir():
             out.append((name, "all-vs-all", folder, folder / "groundtruth.csv"))
     dvd = DATASETS / "smvs_dvd_dev"
-    if dvd.is_dir():
+    if dvd.is_dir() and "smvs_dvd_dev" in names:
         meta = list(csv.DictReader(open(dvd / "meta.csv")))
         p2r, p2p = tmp / "dvd_photo_to_reference.csv", tmp / "dvd_photo_to_photo.csv"
         with open(p2r, "w") as a, open(p2p, "w") as b:
@@ -66,13 +68,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="mobilenetv2-tv,efficientnet-lite0,efficientnet-lite1,efficientnet-lite2")
     parser.add_argument("--methods", default="global,gem,gem+w,gem+sift,verified")
+    parser.add_argument("--datasets", default=",".join(DATASET_NAMES), help="comma-separated subset")
     parser.add_argument("--out", default=str(ROOT / "docs" / "quality.md"))
     args = parser.parse_args()
     migrate.upgrade()
     engine = get_engine()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        protos = protocols(Path(tmp))
+        protos = protocols(Path(tmp), args.datasets.split(","))
         if not protos:
             sys.exit(f"{DATASETS} is absent: nothing to measure")
         for spec in resolve_models(args.models):
@@ -100,7 +103,7 @@ def main() -> None:
                     if resolved.local:
                         build_graph(engine, spec, resolved, rebuild=True, among=collection)
                     started = time.perf_counter()
-                    result = evaluate(engine, folder, labels, spec, method, ingest=False)
+                    result = evaluate(engine, folder, labels, spec, method)
                     s = result.summary
                     row = (dataset, protocol, spec.name, method.name, s.map, s.p_at_1, s.recall_at_1,
                            1000 * result.search_seconds / max(1, s.n_queries), s.n_queries, time.perf_counter() - started)

@@ -24,10 +24,10 @@ def dump(out: str) -> None:
     from skimage import data
     from sklearn.datasets import load_sample_images
 
-    from app.backbones import build_backbone
-    from app.preprocess import preprocess
-    from app.registry import get_model
-    from app.weights import port_checkpoint_path
+    from app.describe.backbones import build_backbone
+    from app.describe.preprocess import preprocess
+    from app.describe.registry import get_model
+    from app.describe.weights import port_checkpoint_path
 
     photos = {"coffee": data.coffee(), "chelsea": data.chelsea(), "astronaut": data.astronaut(),
               "rocket": data.rocket(), "china": load_sample_images().images[0]}

@@ -22,17 +22,15 @@ os.environ.pop("DATABASE_URL", None)
 
 
 def _reset_caches() -> None:
-    from app import db
-    from app.config import get_settings
+    from app.store.db import reset
 
-    get_settings.cache_clear()
-    db._engine_for.cache_clear()
+    reset()
 
 
 @pytest.fixture(scope="session")
 def pg_uri():
     """libpq URI of the session's embedded server (stopped on exit and on SIGTERM)."""
-    from app.db import embedded_uri, stop_embedded
+    from app.store.db import embedded_uri, stop_embedded
 
     pgdata = _SESSION_DIR / "pgdata"
     uri = embedded_uri(pgdata)
@@ -64,30 +62,17 @@ def empty_db(pg_uri, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", url)
     _reset_caches()
     yield url
-    from app import db
-
-    for engine in list(_engines()):
-        engine.dispose()
-    db._engine_for.cache_clear()
+    _reset_caches()
     with _admin(pg_uri) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     monkeypatch.delenv("DATABASE_URL")
     _reset_caches()
 
 
-def _engines():
-    from app.db import get_engine
-
-    try:
-        yield get_engine()
-    except Exception:
-        return
-
-
 @pytest.fixture
 def database(empty_db):
     """A fresh database migrated to head."""
-    from app import migrate
+    from app.store import migrate
 
     migrate.upgrade("head")
     return empty_db
@@ -95,7 +80,22 @@ def database(empty_db):
 
 @pytest.fixture
 def engine(database):
-    from app.db import get_engine
+    from app.store.db import get_engine
 
     return get_engine()
 
+
+
+@pytest.fixture(scope="session")
+def lite0_embedders():
+    """Loaded efficientnet-lite0 backbones shared by every test that ingests with real weights."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def calendar(tmp_path_factory):
+    """The generated calendar photo set: (folder, labels csv)."""
+    from app.evaluation.synth import make_calendar_set
+
+    folder = tmp_path_factory.mktemp("calendar")
+    return folder, make_calendar_set(folder)

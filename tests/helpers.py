@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from app.describe.registry import get_model
+
+LITE0 = get_model("efficientnet-lite0")
+
 
 def pattern(seed: int, size=(160, 120)) -> Image.Image:
     rng = np.random.default_rng(seed)
@@ -32,6 +36,15 @@ def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
         image.save(path, fmt)
         paths.append(path)
     return paths
+
+
+def ingest_lite0(engine, embedders: dict, folder: Path, labels: Path, method: str):
+    """Ingest a labelled folder with efficientnet-lite0 (real offline weights) and ``method``."""
+    from app.describe.methods import get_method
+    from app.files.labels import read_labels
+    from app.ingestion.runner import Ingestor
+
+    return Ingestor(engine, [LITE0], get_method(method), embedders=embedders).run(folder, read_labels(labels))
 
 
 DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 from sqlalchemy import text
 
-from app import store
-from app.embedder import Embedder
-from app.images import ImageError, decode, load_image
-from app.ingest import Ingestor
-from app.methods import get_method
-from app.registry import get_model
+from app.store.images import list_failures
+from app.describe.embedder import Embedder
+from app.files.images import ImageError, decode, load_image
+from app.ingestion.runner import Ingestor
+from app.describe.methods import get_method
+from app.describe.registry import get_model
 from tests.badinput import bomb_png, exif_oriented, make_bad, make_valid
 
 GLOBAL = get_method("global")
@@ -37,7 +37,7 @@ def test_messy_folder_ingests_valid_files_and_records_each_bad_one(engine, embed
     assert "not a regular file" in failed["pipe.jpg"] and "symbolic link" in failed["loop_a.jpg"]
     assert report.new_images == len(valid) and len(seen) == len(bad)
     with engine.connect() as conn:
-        recorded = {os.path.basename(r["path"]) for r in store.list_failures(conn)}
+        recorded = {os.path.basename(r["path"]) for r in list_failures(conn)}
         sizes = {os.path.basename(p): (w, h) for p, w, h in conn.execute(text("SELECT path, width, height FROM images"))}
         embedded = conn.execute(text(f"SELECT count(*) FROM {SMALL.table}")).scalar()
     assert recorded == bad
@@ -73,7 +73,7 @@ def test_pixel_limit_is_checked_before_decoding():
 
 def test_bomb_keeps_memory_bounded(tmp_path):
     (tmp_path / "bomb.png").write_bytes(bomb_png())
-    code = ("import resource, sys; from app.images import load_image, ImageError\n"
+    code = ("import resource, sys; from app.files.images import load_image, ImageError\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "try:\n    load_image(sys.argv[1])\nexcept ImageError as e:\n    print(e)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")

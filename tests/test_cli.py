@@ -7,7 +7,7 @@ import sys
 import psycopg
 import pytest
 
-from tests.helpers import make_images
+from tests.helpers import LITE0, make_images
 
 MODEL = "efficientnet-lite0"
 
@@ -77,7 +77,7 @@ def test_unknown_model_and_hostile_names_fail_from_the_registry(database, tmp_pa
 
 def test_db_downgrade_and_upgrade_commands(database):
     assert "base" in imgsim("db", "downgrade", "base").stdout
-    from app.migrate import heads
+    from app.store.migrate import heads
 
     assert heads()[0] in imgsim("db", "upgrade").stdout
 
@@ -90,3 +90,29 @@ def test_missing_keras_weights_fail_offline_in_one_line(tmp_path, monkeypatch):
     assert len(line) == 1
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in line[0]
     assert "imgsim models fetch vgg16" in line[0] and str(tmp_path / "empty-cache") in line[0]
+
+
+def test_cli_methods_search_duplicates(database, calendar):
+    folder, labels = calendar
+    run = lambda *a: imgsim(*a, check=False)
+    ingested = run("ingest", folder, "--model", LITE0.name, "--method", "gem+sift", "--labels", labels)
+    assert ingested.returncode == 0 and "match graph efficientnet-lite0/gem+sift: rows for 18 images" in ingested.stdout
+    hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
+                          "--json").stdout)
+    assert hits[0]["path"].endswith("/3.jpg") and all(h["inliers"] is not None for h in hits[1:])
+    assert "rows for 0 images" in run("index", "graph", "--model", LITE0.name, "--method", "gem+sift").stdout
+    graph = run("index", "graph", "--model", LITE0.name, "--method", "gem+sift", "--rebuild", "-q")
+    assert graph.returncode == 0 and "rows for 18 images" in graph.stdout
+    assert run("index", "dba", "--model", LITE0.name, "--method", "gem+dba").returncode == 0
+    not_verifying = run("index", "graph", "--model", LITE0.name, "--method", "gem")
+    assert not_verifying.returncode == 1 and "does not verify" in not_verifying.stderr
+    hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
+                          "--json").stdout)
+    assert all(h["score"] is not None for h in hits[1:])
+    methods = {m["name"] for m in json.loads(run("methods", "--json").stdout)}
+    assert {"global", "gem", "gem-ms", "rmac", "verified"} <= methods
+    dup = run("duplicates", "--model", LITE0.name, "--method", "gem+sift", "--json")
+    assert dup.returncode == 0 and isinstance(json.loads(dup.stdout), list)
+    evaluation = json.loads(run("evaluate", folder, "--labels", labels, "--model", LITE0.name, "--method", "gem+sift",
+                                "--json").stdout)
+    assert {"map", "p_at_1", "p_at_r", "recall_at_1", "n_queries", "model", "method"} <= set(evaluation)

@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from app.images import sha256
+from app.files.images import sha256
 from tests.helpers import make_images
 
 MODEL = "efficientnet-lite0"
@@ -97,7 +97,7 @@ def test_concurrent_jobs_over_overlapping_folders_store_each_image_once(database
 
 @pytest.mark.slow
 def test_database_restart_during_ingest_is_retried(database, tmp_path, pg_uri):
-    from app.db import stop_embedded
+    from app.store.db import stop_embedded
 
     folder = tmp_path / "photos"
     make_images(folder, [f"r{i:03d}.png" for i in range(160)], seed=21)
@@ -109,7 +109,7 @@ def test_database_restart_during_ingest_is_retried(database, tmp_path, pg_uri):
     pgdata = Path(pg_uri.split("host=", 1)[1])  # the session server's socket lives in its data dir
     assert stop_embedded(pgdata)
     time.sleep(1.5)
-    from app.db import embedded_uri
+    from app.store.db import embedded_uri
 
     embedded_uri(pgdata)  # start it again
     _, err = proc.communicate(timeout=300)
@@ -151,7 +151,7 @@ def test_hostile_strings_in_names_labels_and_arguments_change_nothing(database, 
 
 
 def test_migrations_keep_whole_image_rows_under_data(database, tmp_path):
-    from app import migrate
+    from app.store import migrate
 
     folder = tmp_path / "photos"
     make_images(folder, [f"m{i}.png" for i in range(6)], seed=41)

@@ -5,8 +5,6 @@ Revises:
 """
 from alembic import op
 
-from app.schema import create_table_sql, drop_table_sql
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -19,6 +17,23 @@ TABLES = [
     ("emb_vgg16", 512), ("emb_vgg19", 512), ("emb_inceptionv3", 2048), ("emb_inceptionresnetv2", 1536),
     ("emb_mobilenetv2", 1280), ("emb_mobilenetv3small", 576), ("emb_mobilenetv3large", 960),
 ]
+
+
+def _create_table(table: str, dim: int) -> list[str]:
+    """The embedding table and its HNSW index for ``global`` rows, as created at this revision
+    (vector columns over 2000 dimensions are indexed through a halfvec expression)."""
+    expr, ops = ("embedding", "vector_cosine_ops") if dim <= 2000 else (f"(embedding::halfvec({dim}))",
+                                                                      "halfvec_cosine_ops")
+    return [
+        f"""CREATE TABLE {table} (
+            image_id bigint NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            method text NOT NULL DEFAULT 'global',
+            embedding vector({dim}) NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (image_id, method))""",
+        f"CREATE INDEX IF NOT EXISTS ix_{table}_global_hnsw ON {table} USING hnsw ({expr} {ops}) "
+        f"WHERE method = 'global'",
+    ]
 
 
 def upgrade() -> None:
@@ -39,13 +54,13 @@ def upgrade() -> None:
         failed_at timestamptz NOT NULL DEFAULT now())""")
     op.execute("CREATE INDEX ix_failures_path ON failures (path)")
     for table, dim in TABLES:
-        for statement in create_table_sql(table, dim):
+        for statement in _create_table(table, dim):
             op.execute(statement)
 
 
 def downgrade() -> None:
     for table, _dim in reversed(TABLES):
-        op.execute(drop_table_sql(table))
+        op.execute(f"DROP TABLE IF EXISTS {table}")
     op.execute("DROP TABLE IF EXISTS failures")
     op.execute("DROP TABLE IF EXISTS images")
     op.execute("DROP EXTENSION IF EXISTS vector")

@@ -13,8 +13,6 @@ Revises: 0002
 """
 from alembic import op
 
-from app.schema import create_index_sql, index_name
-
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -31,13 +29,25 @@ TABLES = [
 METHODS = ["gem", "gem-ms", "rmac", "gem+w", "gem-ms+w", "rmac+w"]
 
 
+def _index_name(table: str, method: str) -> str:
+    return f"ix_{table}_{method.replace('-', '_').replace('+', '_')}_hnsw"
+
+
+def _create_index(table: str, dim: int, method: str) -> str:
+    """A partial HNSW cosine index per (table, method), as created at this revision."""
+    expr, ops = ("embedding", "vector_cosine_ops") if dim <= 2000 else (f"(embedding::halfvec({dim}))",
+                                                                      "halfvec_cosine_ops")
+    return (f"CREATE INDEX IF NOT EXISTS {_index_name(table, method)} ON {table} USING hnsw ({expr} {ops}) "
+            f"WHERE method = '{method}'")
+
+
 def upgrade() -> None:
     for table, dim in TABLES:
         op.execute(f"ALTER TABLE {table} ADD COLUMN region smallint NOT NULL DEFAULT 0")
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey")
         op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY (image_id, method, region)")
         for method in METHODS:
-            op.execute(create_index_sql(table, dim, method))
+            op.execute(_create_index(table, dim, method))
     op.execute("""CREATE TABLE local_features (
         image_id bigint NOT NULL REFERENCES images(id) ON DELETE CASCADE,
         kind text NOT NULL,
@@ -62,7 +72,7 @@ def downgrade() -> None:
     op.execute("DROP TABLE IF EXISTS local_features")
     for table, _dim in reversed(TABLES):
         for method in METHODS:
-            op.execute(f"DROP INDEX IF EXISTS {index_name(table, method)}")
+            op.execute(f"DROP INDEX IF EXISTS {_index_name(table, method)}")
         op.execute(f"DELETE FROM {table} WHERE region <> 0")
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey")
         op.execute(f"ALTER TABLE {table} DROP COLUMN region")

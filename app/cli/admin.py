@@ -1,0 +1,170 @@
+"""Administrative commands: ``db``, ``models``, ``index`` (collection steps), ``methods``, ``failures``."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from app import api
+from app.cli.common import (DEFAULT_METHOD, JsonOpt, OneModelOpt, QuietOpt, err, explain, fail, fail_with, method,
+                            one_spec, out)
+from app.cli.render import print_graph, print_json, print_table, progress
+from app.collection.dba import AugmentError
+from app.collection.graph import GraphError
+from app.collection.whitening import WhiteningError
+from app.config import get_settings
+from app.describe.backbones import build_backbone
+from app.describe.methods import ALIASES, DESCRIPTORS, SHORTLIST
+from app.describe.registry import MODELS, UnknownModel, resolve_models
+from app.describe.weights import WeightsUnavailable, weights_dir, weights_present, weights_source
+from app.store import migrate
+from app.store.db import libpq_url, stop_embedded
+
+db_app = typer.Typer(help="The database: migrations, URL, embedded server.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry and its weights.", invoke_without_command=True)
+index_app = typer.Typer(help="Collection-level index steps.", no_args_is_help=True)
+
+
+# ---- db ---------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")):
+    """Apply migrations up to REVISION (default: head)."""
+    migrate.upgrade(revision)
+    out.print(f"database at revision {migrate.current()}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str):
+    """Revert migrations down to REVISION (``base`` empties the schema)."""
+    migrate.downgrade(revision)
+    out.print(f"database at revision {migrate.current() or 'base'}")
+
+
+@db_app.command("url")
+def db_url():
+    """Print the connection URL (``psql "$(imgsim db url)"``)."""
+    print(libpq_url())
+
+
+@db_app.command("stop")
+def db_stop():
+    """Stop the embedded PostgreSQL server."""
+    if get_settings().database_url:
+        fail("DATABASE_URL is set: there is no embedded server to stop")
+    print("stopped" if stop_embedded(get_settings().pgdata) else "not running")
+
+
+# ---- models -----------------------------------------------------------------------------------
+@models_app.callback()
+def models_list(ctx: typer.Context, as_json: JsonOpt = False):
+    """List the registered backbones, their dimensions and whether their weights are present."""
+    if ctx.invoked_subcommand:
+        return
+    rows = [{"name": s.name, "dim": s.dim, "input_size": s.input_size, "offline": s.offline,
+             "weights": weights_source(s), "weights_present": weights_present(s)} for s in MODELS.values()]
+    if as_json:
+        return print_json(rows)
+    print_table(["name", "dim", "input", "weights", "present"],
+                [[r["name"], str(r["dim"]), str(r["input_size"]), r["weights"], "yes" if r["weights_present"] else "no"]
+                 for r in rows])
+
+
+@models_app.command("fetch")
+def models_fetch(name: str = typer.Argument(..., help="Model name or 'all'.")):
+    """Load weights into the cache (needs internet for keras.applications models)."""
+    try:
+        chosen = resolve_models(name)
+    except UnknownModel as exc:
+        fail(str(exc))
+    failed = 0
+    for spec in chosen:
+        try:
+            build_backbone(spec)
+            out.print(f"{spec.name}: ok")
+        except WeightsUnavailable as exc:
+            failed += 1
+            err.print(f"{spec.name}: {explain(exc)}", highlight=False, soft_wrap=True)
+    out.print(f"weights cache: {weights_dir()}")
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---- index ------------------------------------------------------------------------------------
+@index_app.command("whiten")
+def index_whiten(
+    model: OneModelOpt = None,
+    method_name: Annotated[str, typer.Option("--method", help="Descriptor to whiten (gem, gem-ms, rmac).")] = "gem",
+):
+    """Fit PCA-whitening on the stored vectors and write the whitened rows (method DESCRIPTOR+w)."""
+    spec, meth = one_spec(model), method(method_name)
+    try:
+        result = api.whiten(spec.name, meth.raw)
+    except WhiteningError as exc:
+        fail_with(exc)
+    out.print(f"{result['model']}/{result['method']}: version {result['version']} fitted on "
+              f"{result['n_images']} images")
+
+
+@index_app.command("dba")
+def index_dba(
+    model: OneModelOpt = None,
+    method_name: Annotated[str, typer.Option("--method", help="A method with +dba (gem+dba, gem+w+dba, ...).")]
+    = "gem+w+dba",
+):
+    """Database-side augmentation: write each image's vector averaged with its nearest neighbours."""
+    spec, meth = one_spec(model), method(method_name)
+    try:
+        result = api.augment(spec.name, meth.name)
+    except AugmentError as exc:
+        fail_with(exc)
+    out.print(f"{result['model']}/{result['method']}: {result['n_images']} images augmented")
+
+
+@index_app.command("graph")
+def index_graph(
+    model: OneModelOpt = None,
+    method_name: Annotated[str, typer.Option("--method", help="The verifying method whose shortlist and local "
+                                                              "features build the graph.")] = DEFAULT_METHOD,
+    rebuild: Annotated[bool, typer.Option(help="Recompute every row, not only those of new images.")] = False,
+    quiet: QuietOpt = False,
+):
+    """Store each image's spatially verified neighbours; verified searches expand through them."""
+    spec, meth = one_spec(model), method(method_name)
+    try:
+        with progress(quiet, "verifying") as update:
+            result = api.build_graph(spec.name, meth.name, rebuild, update)
+    except GraphError as exc:
+        fail_with(exc)
+    if not quiet or rebuild:
+        print_graph(result)
+
+
+# ---- methods, failures ------------------------------------------------------------------------
+STEP_HELP = [
+    ("@SIDE", "size", "after gem, gem-ms or rmac: longest side in px (64-2048), e.g. gem@768"),
+    ("+w", "step", "PCA-whitening learned on the collection (imgsim index whiten)"),
+    ("+dba", "step", "database-side augmentation, top 3, alpha 3 (imgsim index dba)"),
+    ("+qe", "step", "alpha query expansion (top 3, alpha 3)"),
+    ("+sift", "step", f"SIFT + RANSAC verification of the top {SHORTLIST}, graph-expanded (imgsim index graph)"),
+    ("+orb", "step", f"ORB + RANSAC verification of the top {SHORTLIST}, graph-expanded"),
+]
+
+
+def methods(as_json: JsonOpt = False):
+    """List the descriptors, steps and named methods."""
+    rows = [{"name": d.name, "kind": "descriptor", "description": d.description} for d in DESCRIPTORS.values()]
+    rows += [{"name": n, "kind": k, "description": d} for n, k, d in STEP_HELP]
+    rows += [{"name": a, "kind": "alias", "description": f"= {m}" + (" (default)" if a == DEFAULT_METHOD else "")}
+             for a, m in ALIASES.items()]
+    if as_json:
+        return print_json(rows)
+    print_table(["name", "kind", "description"], [[r["name"], r["kind"], r["description"]] for r in rows])
+
+
+def failures(as_json: JsonOpt = False):
+    """List the files that could not be ingested, with the reason."""
+    rows = api.failures()
+    if as_json:
+        return print_json(rows)
+    print_table(["when", "reason"], [[r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), r["reason"], r["path"]]
+                                     for r in rows], fold="path")

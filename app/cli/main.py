@@ -1,0 +1,195 @@
+"""The ``imgsim`` command line: the commands a user runs day to day (the administrative ones
+are in ``app.cli.admin``). Commands parse options, call ``app.api`` and print."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.columns import Columns
+
+from app import api
+from app.cli import admin
+from app.cli.common import (DEFAULT_METHOD, EXIT_FAILURES, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, err,
+                            fail, fail_with, method, one_spec, out, specs)
+from app.cli.render import (hit_dict, print_failure, print_graph, print_ingest, print_json, print_metrics,
+                            print_ranking, print_table, progress)
+from app.describe.registry import UnknownModel, resolve_models
+from app.describe.weights import WeightsUnavailable
+from app.evaluation.evaluate import EvaluationError
+from app.evaluation.report import write_contact_sheet, write_html
+from app.evaluation.synth import make_calendar_set
+from app.files.images import ImageError
+from app.files.labels import LabelsError
+from app.retrieval.query import QueryError
+
+app = typer.Typer(help="Image similarity search on PostgreSQL + pgvector.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(admin.db_app, name="db")
+app.add_typer(admin.models_app, name="models")
+app.add_typer(admin.index_app, name="index")
+app.command()(admin.methods)
+app.command()(admin.failures)
+
+
+@app.command()
+def ingest(
+    folder: Path,
+    model: ModelOpt = None,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV with filename,label (or group).")] = None,
+    method_name: MethodOpt = DEFAULT_METHOD,
+    graph: Annotated[bool, typer.Option(help="With a verifying method, store the new images' verified "
+                                             "neighbours (imgsim index graph) after embedding.")] = True,
+    quiet: QuietOpt = False,
+):
+    """Embed every image under FOLDER (idempotent: only what is not stored yet)."""
+    chosen, meth = specs(model), method(method_name)
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder")
+    try:
+        with progress(quiet) as embedding, progress(quiet, "verifying") as verifying:
+            report = api.ingest(folder, [s.name for s in chosen], meth, labels, graph, on_failure=print_failure,
+                                progress=embedding, graph_progress=verifying)
+    except (LabelsError, WeightsUnavailable) as exc:
+        fail_with(exc)
+    if not quiet:
+        print_ingest(report)
+        for result in report.graph:
+            print_graph(result)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILURES)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="An image file or a stored image id."),
+    model: OneModelOpt = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=10000)] = 10,
+    method_name: MethodOpt = DEFAULT_METHOD,
+    as_json: JsonOpt = False,
+):
+    """Rank stored images by cosine distance to QUERY."""
+    spec, meth = one_spec(model), method(method_name)
+    try:
+        hits = api.similar(query, spec.name, k, meth.name)
+    except (QueryError, ImageError, WeightsUnavailable) as exc:
+        fail_with(exc)
+    if as_json:
+        return print_json([hit_dict(h) for h in hits])
+    print_ranking(hits, f"{spec.name} / {method_name}")
+
+
+@app.command()
+def duplicates(
+    model: OneModelOpt = None,
+    method_name: Annotated[str, typer.Option("--method", help="Vectors to compare; with +sift/+orb pairs are "
+                                                              "verified.")] = DEFAULT_METHOD,
+    threshold: Annotated[float, typer.Option(help="Largest cosine distance of a pair.", min=0.0, max=2.0)] = 0.1,
+    as_json: JsonOpt = False,
+):
+    """List groups of near-duplicate images (the same item) among the stored ones."""
+    spec, meth = one_spec(model), method(method_name)
+    found = api.duplicates(spec.name, meth.name, threshold)
+    if as_json:
+        return print_json(found)
+    print_table(["group", "id", "label"],
+                [[str(n), str(item["id"]), item["label"] or "", item["path"]]
+                 for n, group in enumerate(found, 1) for item in group],
+                f"{len(found)} groups ({spec.name} / {meth.name}, distance <= {threshold})", fold="path")
+
+
+@app.command()
+def evaluate(
+    folder: Path,
+    labels: Annotated[Path, typer.Option(help="CSV: filename,group[,role] (role: query, database, both).")],
+    model: OneModelOpt = None,
+    method_name: MethodOpt = DEFAULT_METHOD,
+    k: Annotated[int, typer.Option("-k", min=1, help="k of recall@k.")] = 10,
+    as_json: JsonOpt = False,
+):
+    """Ingest FOLDER if needed, search with every labelled query, report mAP, P@1, P@R, recall@1/@k."""
+    spec, meth = one_spec(model), method(method_name)
+    try:
+        result = api.evaluate(folder, labels, spec.name, meth, k)
+    except (LabelsError, EvaluationError, WeightsUnavailable) as exc:
+        fail_with(exc)
+    row = {**result.as_dict(), "dataset": str(folder)}
+    if as_json:
+        return print_json(row)
+    print_metrics([row], f"{folder}")
+    if result.missing:
+        err.print(f"{len(result.missing)} labelled files are not stored (see imgsim failures)")
+
+
+@app.command()
+def compare(
+    folder: Path,
+    labels: Annotated[Path, typer.Option(help="CSV: filename,group[,role].")],
+    models: Annotated[str, typer.Option(help="'all' or a comma-separated list.")] = "all",
+    query: Annotated[Optional[str], typer.Option(help="File (as named in the CSV) for the ranked tables.")] = None,
+    method_names: Annotated[str, typer.Option("--method", "--methods", help="One method or a comma-separated "
+                                                                            "list.")] = DEFAULT_METHOD,
+    k: Annotated[int, typer.Option("-k", min=1)] = 10,
+    top: Annotated[int, typer.Option(help="Rows of each ranked table.")] = 20,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the HTML report and PNG go.")] = Path("out/compare"),
+):
+    """Compare models (and methods) on FOLDER: ranked tables, a metrics table, an HTML report, a PNG sheet."""
+    try:
+        names = [s.name for s in resolve_models(models)]
+    except UnknownModel as exc:
+        fail(str(exc))
+    run_compare(folder, labels, names, [method(m.strip()) for m in method_names.split(",")], query, k, top, out_dir)
+
+
+def run_compare(folder: Path, labels: Path, models: list[str], meths, query, k: int, top: int, out_dir: Path):
+    """Compare, printing each pair's ranked table as it finishes; then the metrics and the reports."""
+    def show(result):
+        relevant = result.evaluation.relevant.get(result.query_hits[0].image_id) if result.query_hits else None
+        print_ranking(result.query_hits[:top + 1], f"{result.evaluation.model} / {result.evaluation.method}: "
+                      f"query {query or 'first labelled'}", relevant)
+
+    try:
+        comparison = api.compare(folder, labels, models, meths, query, k, top, on_model=show)
+    except (LabelsError, ValueError) as exc:
+        fail_with(exc)
+    print_metrics([{**r.evaluation.as_dict(), "embed_ms": r.embed_ms} for r in comparison.ranked()],
+                  f"{folder} (best first)")
+    for name, reason in comparison.skipped.items():
+        err.print(f"skipped {name}: {reason}", highlight=False, soft_wrap=True)
+    if comparison.results:
+        html_path = write_html(comparison, out_dir / "report.html", top=min(top, 10))
+        png_path = write_contact_sheet(comparison, out_dir / "contact_sheet.png")
+        out.print(f"report: {html_path.resolve()}\ncontact sheet: {png_path.resolve()}")
+    return comparison
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the photo set and reports go.")] = Path("out/demo"),
+    model: OneModelOpt = None,
+):
+    """The calendar photo set: the original study's method next to the recommended one."""
+    spec = one_spec(model)
+    folder = out_dir / "calendar"
+    labels_csv = make_calendar_set(folder)
+    out.print(f"generated {folder}: 1-9.jpg show the calendar's january page, 10-18.jpg its february page")
+    baseline, best = method("global"), method(DEFAULT_METHOD)
+    comparison = run_compare(folder, labels_csv, [spec.name], [baseline, best], "1.jpg", 10, 17, out_dir)
+    by_method = {r.evaluation.method: r.evaluation for r in comparison.results}
+    lines = [f"[b]{m.name}[/b]: {by_method[m.name].perfect_queries()}/{len(by_method[m.name].queries)} "
+             f"queries rank every photo of their own page first; mAP {by_method[m.name].summary.map:.3f}"
+             for m in (baseline, best)]
+    out.print(Columns(lines, equal=True, expand=True))
+
+
+def main():
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The match graph: every stored image's spatially verified neighbours (``imgsim index graph``).
+
+Each image is run as a query once (shortlist from the model's vectors, SIFT/ORB verification,
+background weighting) and its verified neighbours are stored with their scores. At query time
+the verified candidates' rows expand the query (``app.retrieval.rerank.through_graph``): an
+image that verifies strongly against the query's best matches rises even where the query
+itself matched it weakly or not at all (another side of the same item, another page under
+different light). Rows of images added later are computed by the next run; ``rebuild``
+recomputes every row so old rows list the new images too.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine
+
+from app.describe.methods import Method
+from app.describe.registry import ModelSpec
+from app.retrieval.query import effective_method, stored_query
+from app.retrieval.rerank import direct_scores
+from app.store.graph import graph_ids, verifiable_ids, write_graph
+
+BATCH = 32
+
+
+class GraphError(ValueError):
+    pass
+
+
+def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
+                progress: Callable[[int, int], None] | None = None, among: Sequence[int] | None = None) -> dict:
+    """Compute the rows of images without one (every row with ``rebuild``); ``progress`` gets
+    (images done, images to do).
+
+    ``among`` restricts the graph to a part of the collection: rows of those images, neighbours
+    among them (an evaluation's collection when the database holds more).
+    """
+    if method.local is None:
+        raise GraphError(f"method {method.name} does not verify: use one with +sift or +orb (e.g. verified)")
+    kind = method.local.name
+    with engine.connect() as conn:
+        ids = verifiable_ids(conn, spec, method.stored, kind)
+        done = set() if rebuild else graph_ids(conn, spec.name, kind)
+    wanted = set(among) if among is not None else None
+    ids = [i for i in ids if (wanted is None or i in wanted) and i not in done]
+    edges = 0
+    for start in range(0, len(ids), BATCH):
+        rows = []
+        with engine.begin() as conn:
+            for image_id in ids[start:start + BATCH]:
+                query = stored_query(conn, image_id, spec, method)
+                row = direct_scores(conn, spec, method, query, among) if query is not None else {}
+                rows.append((image_id, row))
+                edges += len(row)
+            write_graph(conn, spec.name, kind, rows)
+        if progress:
+            progress(start + len(rows), len(ids))
+    return {"model": spec.name, "kind": kind, "method": method.canonical, "images": len(ids), "edges": edges}
+
+
+def update_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> dict | None:
+    """Rows for the new images (all with ``rebuild``) of a verifying method as the collection
+    resolves it (``verified`` whitens once fitted); None for other methods."""
+    with engine.connect() as conn:
+        method = effective_method(conn, spec, method)
+    return build_graph(engine, spec, method, rebuild, progress) if method.local else None

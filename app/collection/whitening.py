@@ -1,0 +1,56 @@
+"""PCA-whitening learned on the user's own collection (unsupervised).
+
+Fitted on the stored whole-image vectors of one model and descriptor, kept in the
+``whitening`` table with a version, and applied to every stored vector (``<descriptor>+w``
+rows, regions included) and to queries; augmented ``+w+dba`` rows are recomputed after a refit.
+The fit itself (with shrinkage) is ``app.describe.vectors.fit_whitening``. At least
+``MIN_IMAGES`` images are needed.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from app.collection.dba import augment_rows
+from app.describe.methods import augmented_name, whitened_name
+from app.describe.registry import ModelSpec
+from app.describe.vectors import apply_whitening, fit_whitening
+from app.store import embeddings
+from app.store.whitening import save_whitening
+
+MIN_IMAGES = 50
+
+
+class WhiteningError(ValueError):
+    pass
+
+
+def whiten_collection(engine: Engine, spec: ModelSpec, descriptor: str, min_images: int = MIN_IMAGES,
+                      fit_ids: list[int] | None = None) -> dict:
+    """Fit on the stored ``descriptor`` vectors (all, or ``fit_ids``) and (re)write every ``descriptor+w`` row."""
+    target = whitened_name(descriptor)
+    with engine.begin() as conn:
+        ids, vectors = embeddings.stored_vectors(conn, spec, descriptor, fit_ids)
+        if len(ids) < min_images:
+            raise WhiteningError(f"{spec.name}/{descriptor}: {len(ids)} images stored; whitening needs at least "
+                                 f"{min_images} (fitted on fewer it hurts retrieval)")
+        mean, projection = fit_whitening(vectors, spec.dim)
+        version = save_whitening(conn, spec.name, descriptor, len(ids), mean, projection)
+        region_ids, region_vectors = embeddings.stored_vectors(conn, spec, descriptor, regions=True)
+        embeddings.drop_index(conn, spec, target)
+        embeddings.delete_embeddings(conn, spec, target)
+        whitened = apply_whitening(region_vectors, mean, projection)
+        embeddings.write_embeddings(conn, spec, target, list(zip(region_ids, region_numbers(region_ids), whitened)))
+        embeddings.ensure_index(conn, spec, target)
+        if embeddings.count_embeddings(conn, spec, augmented_name(target)):  # augmented rows follow the new fit
+            augment_rows(conn, spec, target)
+    return {"model": spec.name, "method": target, "version": version, "n_images": len(ids)}
+
+
+def region_numbers(ids: list[int]) -> list[int]:
+    """Rows come ordered by (image_id, region): number them within each image."""
+    out, previous, n = [], None, 0
+    for image_id in ids:
+        n = n + 1 if image_id == previous else 0
+        out.append(n)
+        previous = image_id
+    return out

@@ -1,0 +1,56 @@
+"""Backbone + pooling: prepared uint8 arrays in, L2-normalised descriptor rows out."""
+from __future__ import annotations
+
+import numpy as np
+
+from app.describe.methods import Method
+from app.describe.pooling import gem, region_windows
+from app.describe.preprocess import preprocess
+from app.describe.registry import ModelSpec
+from app.describe.vectors import l2_normalize
+
+
+class Embedder:
+    def __init__(self, spec: ModelSpec, method: Method, pretrained: bool = True):
+        import tensorflow as tf
+
+        from app.describe.backbones import build_backbone
+
+        self.spec, self.method = spec, method
+        self.backbone = build_backbone(spec, pretrained=pretrained)
+        model = self.backbone
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def feature_map(x):
+            return model(x, training=False)
+
+        self._feature_map = feature_map
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def feature_map(self, batch: np.ndarray) -> np.ndarray:
+        return self._feature_map(preprocess(self.spec.preprocess, batch)).numpy()
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 squashed images -> (N, dim) average-pooled unit vectors."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return l2_normalize(self.feature_map(images).mean(axis=(1, 2)))
+
+    def describe(self, prepared: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Per image (a list of arrays, one per scale): its descriptor rows, (R, dim), row 0 = whole image."""
+        if self.method.descriptor.squash:
+            vectors = self.embed(np.stack([arrays[0] for arrays in prepared])) if prepared else []
+            return [v[None] for v in vectors]
+        return [self._describe_one(arrays) for arrays in prepared]
+
+    def _describe_one(self, arrays: list[np.ndarray]) -> np.ndarray:
+        maps = [self.feature_map(a[None])[0] for a in arrays]
+        whole = l2_normalize(np.sum([l2_normalize(gem(m))[0] for m in maps], axis=0))
+        if not self.method.descriptor.regions:
+            return whole
+        fmap = maps[0]
+        regions = [gem(fmap[y0:y1, x0:x1]) for y0, y1, x0, x1 in region_windows(*fmap.shape[:2])]
+        return np.concatenate([whole, l2_normalize(np.stack(regions))])

@@ -1,0 +1,144 @@
+"""Local features and spatial verification: SIFT (default) or ORB keypoints, matched one-to-one
+with Lowe's ratio test, verified by a RANSAC homography (OpenCV's USAC MAGSAC).
+
+Rules (fixed, documented defaults):
+- SIFT: up to 1000 keypoints on the image resized so its longest side is 1024 px; descriptors
+  stored as uint8 and compared as RootSIFT. ORB: up to 1500 keypoints, Hamming distance.
+- A match needs ratio < 0.8 to the second-best neighbour; each database keypoint keeps only
+  its best query match (one-to-one), so repeated texture cannot inflate the count.
+- The homography needs 8+ tentative matches, 6 px reprojection error, and must be
+  non-degenerate: orientation preserved (det > 0), area scale within 1/100..100, mild perspective.
+- A candidate is *verified* with at least ``MIN_INLIERS`` (10) inliers; fewer is weak and the
+  candidate keeps its first-stage order below every verified one.
+- Verified candidates are ordered by inliers weighted against shared backgrounds: an inlier
+  counts 1/n where n is the number of verified candidates with an inlier within ``BURST_RADIUS``
+  (10% of the longest side) of it in the query (see ``app.retrieval.rerank``).
+- Where the match graph exists (``imgsim index graph``), each verified candidate's stored verified
+  neighbours are added with its score relative to the best candidate's as weight (``app.collection.graph``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+MIN_INLIERS = 10
+BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
+RATIO = 0.8
+REPROJECTION_PX = 6.0
+LONGEST_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class LocalKind:
+    name: str
+    max_keypoints: int
+    binary: bool  # Hamming (ORB) or L2 (SIFT)
+
+
+KINDS = {"sift": LocalKind("sift", 1000, False), "orb": LocalKind("orb", 1500, True)}
+
+
+@dataclass
+class LocalFeatures:
+    points: np.ndarray  # (n, 2) float32, pixel coordinates in the resized image
+    descriptors: np.ndarray  # (n, d) uint8
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def to_row(self) -> dict:
+        return {"n": len(self), "points": self.points.astype(np.float32).tobytes(),
+                "descriptors": self.descriptors.astype(np.uint8).tobytes()}
+
+    @classmethod
+    def from_row(cls, n: int, points: bytes, descriptors: bytes) -> "LocalFeatures":
+        pts = np.frombuffer(points, np.float32).reshape(n, 2)
+        desc = np.frombuffer(descriptors, np.uint8).reshape(n, -1) if n else np.zeros((0, 32), np.uint8)
+        return cls(pts, desc)
+
+
+def _detector(kind: LocalKind):
+    if kind.name == "sift":
+        return cv2.SIFT_create(nfeatures=kind.max_keypoints)
+    return cv2.ORB_create(nfeatures=kind.max_keypoints, fastThreshold=10)
+
+
+def extract(image: Image.Image, kind: LocalKind) -> LocalFeatures:
+    gray = image.convert("L")
+    scale = LONGEST_SIDE / max(gray.size)
+    if scale < 1:
+        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.BILINEAR)
+    keypoints, descriptors = _detector(kind).detectAndCompute(np.asarray(gray), None)
+    if descriptors is None or not keypoints:
+        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32 if kind.binary else 128), np.uint8))
+    points = np.float32([k.pt for k in keypoints])
+    return LocalFeatures(points, np.clip(np.rint(descriptors), 0, 255).astype(np.uint8))
+
+
+def root_sift(descriptors: np.ndarray) -> np.ndarray:
+    d = descriptors.astype(np.float32)
+    d /= np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(d)
+
+
+class Prepared:
+    """A feature set ready for matching (RootSIFT floats, or raw bits for ORB)."""
+
+    def __init__(self, features: LocalFeatures, kind: LocalKind):
+        self.points = features.points
+        self.kind = kind
+        self.desc = features.descriptors if kind.binary else root_sift(features.descriptors)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+_HAMMING = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+
+def tentative_matches(q: Prepared, d: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-tested, one-to-one matches as (query indices, database indices)."""
+    if len(q) < 2 or len(d) < 2:
+        return np.zeros(0, int), np.zeros(0, int)
+    if q.kind.binary:
+        pairs = _HAMMING.knnMatch(q.desc, d.desc, k=2)
+        rows = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in pairs
+                if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+        if not rows:
+            return np.zeros(0, int), np.zeros(0, int)
+        qi, ti, dist = (np.array(c) for c in zip(*rows))
+    else:
+        sim = q.desc @ d.desc.T  # unit vectors: squared L2 = 2 - 2 sim
+        best = sim.argmax(axis=1)
+        rows = np.arange(len(q))
+        s1 = sim[rows, best].copy()
+        sim[rows, best] = -2.0
+        s2 = sim.max(axis=1)
+        d1 = np.sqrt(np.maximum(2 - 2 * s1, 0))
+        d2 = np.sqrt(np.maximum(2 - 2 * s2, 0))
+        keep = d1 < RATIO * d2
+        qi, ti, dist = rows[keep], best[keep], d1[keep]
+    order = np.lexsort((dist, ti))
+    ti_sorted = ti[order]
+    first = np.r_[True, ti_sorted[1:] != ti_sorted[:-1]] if len(order) else np.zeros(0, bool)
+    return qi[order][first], ti_sorted[first]
+
+
+def _degenerate(h: np.ndarray) -> bool:
+    det = float(np.linalg.det(h[:2, :2]))
+    return not (1e-2 < det < 1e2) or abs(h[2, 0]) > 2e-3 or abs(h[2, 1]) > 2e-3
+
+
+def verify(q: Prepared, d: Prepared) -> np.ndarray:
+    """Indices of the query keypoints that are homography inliers against ``d`` (empty when none)."""
+    qi, ti = tentative_matches(q, d)
+    if len(qi) < 8:
+        return np.zeros(0, int)
+    h, mask = cv2.findHomography(q.points[qi], d.points[ti], cv2.USAC_MAGSAC, REPROJECTION_PX,
+                                 maxIters=2000, confidence=0.999)
+    if h is None or mask is None or _degenerate(h):
+        return np.zeros(0, int)
+    return qi[mask.ravel().astype(bool)]

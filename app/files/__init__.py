@@ -1,0 +1,2 @@
+"""Input files: finding, reading and decoding images (every failure is one ``ImageError`` line),
+and label CSVs."""

@@ -1,0 +1,36 @@
+"""What an ingest run did: counts, failures and timings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Failure:
+    path: Path
+    reason: str
+
+
+@dataclass
+class IngestReport:
+    found: int = 0
+    new_images: int = 0
+    skipped: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    embedded: dict[str, int] = field(default_factory=dict)
+    local_features: int = 0
+    seconds: float = 0.0
+    embed_seconds: dict[str, float] = field(default_factory=dict)
+    graph: list[dict] = field(default_factory=list)  # match-graph rows computed after the load
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.found - self.skipped - len(self.failed)
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, counts: "IngestReport") -> None:
+        """Add a batch's counts."""
+        self.new_images += counts.new_images
+        self.local_features += counts.local_features
+        for name, n in counts.embedded.items():
+            self.embedded[name] = self.embedded.get(name, 0) + n

@@ -1,0 +1,20 @@
+"""A ranked result."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.store.knn import Neighbour
+
+
+@dataclass(frozen=True)
+class Hit:
+    image_id: int
+    path: str
+    distance: float  # cosine distance of the first stage (whole-image vectors)
+    label: str | None
+    inliers: int | None = None  # verified local matches, when the method verified this candidate
+    score: float | None = None  # re-ranking score (background-weighted inliers, graph-expanded)
+
+    @classmethod
+    def of(cls, row: Neighbour) -> "Hit":
+        return cls(row.image_id, row.path, row.distance, row.label)

@@ -1,0 +1,99 @@
+"""A query (a stored image id, a stored file or a new file) -> its vectors in the searched space,
+and its local features when the method verifies."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection
+
+from app.config import get_settings
+from app.describe.embedder import Embedder
+from app.describe.local import LocalFeatures, extract
+from app.describe.methods import Method, get_method, with_collection
+from app.describe.registry import ModelSpec, get_model
+from app.describe.vectors import apply_whitening
+from app.files.images import load_image, read_bytes, sha256
+from app.store.embeddings import stored_vectors
+from app.store.images import image_ids_by_sha
+from app.store.local import load_local
+from app.store.whitening import has_whitening, load_whitening
+
+
+class QueryError(ValueError):
+    pass
+
+
+class MissingWhitening(QueryError):
+    """A whitened method was asked for before a whitening was fitted."""
+
+    def __init__(self, model: str, descriptor: str):
+        super().__init__(f"no whitening fitted for {model}/{descriptor}")
+        self.model, self.descriptor = model, descriptor
+
+
+@dataclass
+class Query:
+    vectors: np.ndarray  # (R, dim) in the searched space; row 0 = whole image
+    local: LocalFeatures | None = None
+    image_id: int | None = None
+
+
+def effective_method(conn: Connection, spec: ModelSpec, method: Method) -> Method:
+    """Resolve an alias that depends on the collection (``verified`` whitens once a fit exists)."""
+    return with_collection(method, has_whitening(conn, spec.name, method.raw))
+
+
+@lru_cache(maxsize=4)
+def cached_embedder(model: str, method: str) -> Embedder:
+    """One loaded backbone per (model, method) for the life of the process."""
+    return Embedder(get_model(model), get_method(method))
+
+
+def whiten_query(conn: Connection, spec: ModelSpec, method: Method, vectors: np.ndarray) -> np.ndarray:
+    if not method.whiten:
+        return vectors
+    fitted = load_whitening(conn, spec.name, method.raw)
+    if fitted is None:
+        raise MissingWhitening(spec.name, method.raw)
+    return apply_whitening(vectors, fitted[1], fitted[2])
+
+
+def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Method) -> Query | None:
+    """A stored image as a query; None when it lacks the method's vectors or local features."""
+    ids, vectors = stored_vectors(conn, spec, method.stored, [image_id], regions=method.descriptor.regions)
+    if not ids:
+        return None
+    local = None
+    if method.local:
+        local = load_local(conn, method.local.name, [image_id]).get(image_id)
+        if local is None:
+            return None
+    return Query(vectors, local, image_id)
+
+
+def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, embedder=None) -> Query:
+    """An image id, a stored file or a new file -> the query's vectors (and local features)."""
+    settings = get_settings()
+    path = Path(str(query))
+    if isinstance(query, (int, np.integer)) or (str(query).isdigit() and not path.exists()):
+        found = stored_query(conn, int(query), spec, method)
+        if found is None:
+            raise QueryError(f"image id {query} has no {spec.name}/{method.stored} embedding"
+                             f"{' or ' + method.local.name + ' features' if method.local else ''} stored")
+        return found
+    if not path.is_file():
+        raise QueryError(f"{query}: no such file and not an image id")
+    data = read_bytes(path, settings.max_file_bytes)
+    digest = sha256(data)
+    image_id = image_ids_by_sha(conn, [digest]).get(digest)
+    if image_id is not None and (found := stored_query(conn, image_id, spec, method)):
+        return found
+    embedder = embedder or cached_embedder(spec.name, method.name)
+    image = load_image(path, settings.max_pixels, settings.max_file_bytes,
+                       min_side=method.min_side(spec), longest=method.longest_side())
+    vectors = whiten_query(conn, spec, method, embedder.describe([method.prepare(image, spec)])[0])
+    local = extract(image, method.local) if method.local else None
+    return Query(vectors, local, image_id)

@@ -1,0 +1,55 @@
+"""The first stage: the nearest stored vectors from the HNSW index, region voting for ``rmac``,
+and alpha query expansion (``+qe``)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy import Connection
+
+from app.describe.methods import QE_ALPHA, QE_TOP, Method
+from app.describe.registry import ModelSpec
+from app.describe.vectors import expand
+from app.retrieval.hits import Hit
+from app.store.embeddings import stored_vectors
+from app.store.knn import nearest
+
+
+def first_stage(conn: Connection, spec: ModelSpec, method: Method, vectors: np.ndarray, n: int,
+                among: Sequence[int] | None) -> list[Hit]:
+    """The ``n`` nearest images to the query's vectors (row 0 = whole image; more rows = regions)."""
+    if not method.descriptor.regions:
+        return [Hit.of(r) for r in nearest(conn, spec, method.stored, vectors[0], n, among)]
+    # Regions: each query region votes for images with its best-matching region.
+    per_region = max(4 * n, 200)
+    best: dict[int, float] = {}
+    info: dict[int, Hit] = {}
+    for vector in vectors:
+        seen: dict[int, float] = {}
+        for row in nearest(conn, spec, method.stored, vector, per_region, among):
+            seen[row.image_id] = max(seen.get(row.image_id, -1.0), 1.0 - row.distance)
+            info.setdefault(row.image_id, Hit.of(row))
+        for image_id, sim in seen.items():
+            best[image_id] = best.get(image_id, 0.0) + sim
+    ranked = sorted(best, key=lambda i: -best[i])[:n]
+    return [Hit(i, info[i].path, 1.0 - best[i] / len(vectors), info[i].label) for i in ranked]
+
+
+def expand_vector(conn: Connection, spec: ModelSpec, stored: str, vector: np.ndarray, hits: list[Hit],
+                  alpha: float = QE_ALPHA) -> np.ndarray:
+    """``vector`` plus each hit's stored vector weighted by max(0, similarity)^alpha, L2-normalised
+    (alpha-QE for a query, DBA for a stored image)."""
+    ids, vectors = stored_vectors(conn, spec, stored, [h.image_id for h in hits])
+    by_id = dict(zip(ids, vectors))
+    return expand(vector, [by_id[h.image_id] for h in hits], [h.distance for h in hits], alpha)
+
+
+def expand_query(conn: Connection, spec: ModelSpec, method: Method, query: np.ndarray,
+                 hits: list[Hit]) -> np.ndarray:
+    """The query's whole-image row expanded with its top ``QE_TOP`` results (itself excluded)."""
+    top = [h for h in hits if h.distance > 1e-6][:QE_TOP]
+    if not top:
+        return query
+    out = query.copy()
+    out[0] = expand_vector(conn, spec, method.stored, query[0], top)
+    return out

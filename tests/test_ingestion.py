@@ -1,0 +1,108 @@
+"""The ingestion job against the real database, with a small Keras model (random weights: plumbing only)."""
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from app.store.embeddings import stored_vectors
+from app.store.images import list_failures
+from app.describe.embedder import Embedder
+from app.ingestion.runner import Ingestor
+from app.files.labels import read_labels
+from app.describe.methods import get_method
+from app.describe.registry import get_model
+from tests.helpers import make_images
+
+GLOBAL = get_method("global")
+SMALL = get_model("mobilenetv3small")
+
+
+@pytest.fixture(scope="module")
+def embedders():
+    return {f"{SMALL.name}/global": Embedder(SMALL, GLOBAL, pretrained=False)}
+
+
+def _ingestor(engine, embedders, models=(SMALL,)):
+    return Ingestor(engine, list(models), GLOBAL, embedders=embedders, pretrained=False)
+
+
+def _count(engine, sql):
+    with engine.connect() as conn:
+        return conn.execute(text(sql)).scalar()
+
+
+NAMES = ["a.jpg", "B.JPG", "c.png", "d.webp", "e.TIFF", "f.bmp", "g.gif", "sub/h.jpeg", "日本語の写真.jpg"]
+
+
+def test_ingest_stores_each_image_once_and_is_idempotent(engine, embedders, tmp_path):
+    make_images(tmp_path, NAMES)
+    (tmp_path / "notes.txt").write_text("not an image")
+    report = _ingestor(engine, embedders).run(tmp_path)
+    assert (report.found, report.new_images, report.skipped, report.failed) == (9, 9, 0, [])
+    assert report.embedded == {SMALL.name: 9}
+    assert _count(engine, f"SELECT count(*) FROM {SMALL.table}") == 9
+    again = _ingestor(engine, embedders).run(tmp_path)
+    assert (again.new_images, again.skipped, again.embedded) == (0, 9, {})
+    assert _count(engine, "SELECT count(*) FROM images") == 9
+
+
+def test_added_file_is_embedded_alone(engine, embedders, tmp_path):
+    make_images(tmp_path, NAMES[:3])
+    _ingestor(engine, embedders).run(tmp_path)
+    make_images(tmp_path, ["new.png"], seed=5)
+    report = _ingestor(engine, embedders).run(tmp_path)
+    assert (report.new_images, report.skipped, report.embedded) == (1, 3, {SMALL.name: 1})
+
+
+def test_model_added_later_embeds_only_for_that_model(engine, embedders, tmp_path):
+    other = get_model("mobilenetv3large")
+    make_images(tmp_path, NAMES[:4])
+    _ingestor(engine, embedders).run(tmp_path)
+    embedders[f"{other.name}/global"] = Embedder(other, GLOBAL, pretrained=False)
+    report = _ingestor(engine, embedders, (SMALL, other)).run(tmp_path)
+    assert report.new_images == 0 and report.embedded == {other.name: 4}
+    assert _count(engine, f"SELECT count(*) FROM {other.table}") == 4
+
+
+def test_duplicate_content_is_stored_once(engine, embedders, tmp_path):
+    (path,) = make_images(tmp_path, ["one.png"])
+    (tmp_path / "copy.png").write_bytes(path.read_bytes())
+    report = _ingestor(engine, embedders).run(tmp_path)
+    assert (report.found, report.new_images, report.skipped) == (2, 1, 1)
+
+
+def test_bad_files_are_reported_recorded_and_skipped(engine, embedders, tmp_path):
+    make_images(tmp_path, ["good1.jpg", "good2.png"])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello, not a jpeg")
+    good = (tmp_path / "good1.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    seen = []
+    report = _ingestor(engine, embedders).run(tmp_path, on_failure=seen.append)
+    failed = {f.path.name: f.reason for f in report.failed}
+    assert set(failed) == {"empty.jpg", "text.jpg", "truncated.jpg"}
+    assert "empty" in failed["empty.jpg"] and "not a recognised image" in failed["text.jpg"]
+    assert report.new_images == 2 and len(seen) == 3
+    with engine.connect() as conn:
+        rows = list_failures(conn)
+    assert {r["path"].rsplit("/", 1)[-1] for r in rows} == set(failed)
+    assert all("\n" not in r["reason"] for r in rows)
+
+
+def test_labels_from_csv_and_vectors_are_unit_length(engine, embedders, tmp_path):
+    make_images(tmp_path, ["x.jpg", "sub/y.png"])
+    csv = tmp_path / "labels.csv"
+    csv.write_text("filename,group\nx.jpg,first\nsub/y.png,second\n")
+    _ingestor(engine, embedders).run(tmp_path, read_labels(csv))
+    with engine.connect() as conn:
+        labels = dict(conn.execute(text("SELECT path, label FROM images")).all())
+        ids, vectors = stored_vectors(conn, SMALL, "global")
+    assert sorted(labels.values()) == ["first", "second"]
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_first_load_builds_the_index_after_the_copy(engine, embedders, tmp_path):
+    make_images(tmp_path, NAMES[:3])
+    _ingestor(engine, embedders).run(tmp_path)
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text(f"SELECT indexname FROM pg_indexes WHERE tablename = '{SMALL.table}'"))}
+    assert f"ix_{SMALL.table}_global_hnsw" in names

@@ -1,0 +1,63 @@
+"""Every retrieval method through ingest, search and evaluate against the real database,
+on the generated calendar set with real (offline) ImageNet weights."""
+import io
+
+import pytest
+from PIL import Image
+from sqlalchemy import text
+
+from app.describe.methods import get_method
+from app.evaluation.evaluate import evaluate
+from app.ingestion.runner import Ingestor
+from app.retrieval.duplicates import find_duplicates
+from app.retrieval.search import similar
+from tests.helpers import LITE0, ingest_lite0
+
+
+@pytest.mark.parametrize("method", ["gem", "gem-ms", "rmac", "gem+qe", "gem+sift", "gem+orb", "gem@256"])
+def test_each_method_ingests_searches_and_evaluates(engine, lite0_embedders, calendar, method):
+    folder, labels = calendar
+    report = ingest_lite0(engine, lite0_embedders, folder, labels, method)
+    assert report.new_images == 18 and not report.failed
+    meth = get_method(method)
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT count(*), count(DISTINCT image_id) FROM {LITE0.table} "
+                                 f"WHERE method = :m"), {"m": meth.raw}).one()
+        local = conn.execute(text("SELECT count(*) FROM local_features")).scalar()
+    assert rows[1] == 18 and rows[0] == (18 * 14 if meth.descriptor.regions else 18)
+    assert local == (18 if meth.local else 0)
+    hits = similar(folder / "1.jpg", LITE0.name, k=5, method=method, engine=engine)
+    assert hits[0].path.endswith("/1.jpg") and len(hits) == 5
+    assert (hits[1].inliers is not None) == bool(meth.local)
+    result = evaluate(engine, folder, labels, LITE0, meth)
+    assert result.summary.n_queries == 18 and 0.5 < result.summary.map <= 1.0
+
+
+def test_verification_tells_the_pages_apart_where_the_study_method_fails(engine, lite0_embedders, calendar):
+    folder, labels = calendar
+    for method in ("global", "verified"):
+        ingest_lite0(engine, lite0_embedders, folder, labels, method)
+
+    def january_first(method):
+        hits = similar(folder / "1.jpg", LITE0.name, k=18, method=method, engine=engine)
+        return [h.label for h in hits[:9]] == ["january"] * 9
+
+    assert not january_first("global")
+    assert january_first("verified")
+    baseline = evaluate(engine, folder, labels, LITE0, get_method("global")).summary
+    best = evaluate(engine, folder, labels, LITE0, get_method("verified")).summary
+    assert best.map > 0.95 and best.map > baseline.map + 0.15
+
+
+def test_duplicates_groups_copies_of_the_same_image(engine, lite0_embedders, tmp_path):
+    from skimage import data
+
+    for name in ("coffee", "chelsea", "astronaut", "rocket", "camera"):
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(tmp_path / f"{name}.png")
+    buf = io.BytesIO()
+    Image.open(tmp_path / "coffee.png").resize((300, 200)).save(buf, "JPEG", quality=60)
+    (tmp_path / "coffee_copy.jpg").write_bytes(buf.getvalue())
+    Ingestor(engine, [LITE0], get_method("gem+sift"), embedders=lite0_embedders).run(tmp_path)
+    found = find_duplicates(engine, LITE0, get_method("gem+sift"), threshold=0.2)
+    names = [sorted(item["path"].rsplit("/", 1)[-1] for item in group) for group in found]
+    assert names == [["coffee.png", "coffee_copy.jpg"]]

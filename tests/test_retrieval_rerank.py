@@ -1,0 +1,33 @@
+"""The re-ranking rules on constructed candidates (no images needed)."""
+import numpy as np
+import pytest
+
+from app.retrieval.hits import Hit
+from app.retrieval.rerank import FUSION_WEIGHT, background_weights, fuse, order, through_graph
+
+
+def test_graph_expansion_adds_the_verified_neighbours_of_verified_candidates():
+    score = {1: 40.0, 2: 20.0}  # path weights (40/40)^2 = 1 and (20/40)^2 = 0.25
+    graph = {1: {3: 10.0, 2: 5.0, 9: 7.0}, 2: {4: 8.0, 1: 30.0, 3: 60.0}}
+    # 3: best single path max(1 x 10, 0.25 x 60); 9 is the query itself
+    assert through_graph(score, graph, query_id=9, among=None) == {1: 47.5, 2: 25.0, 3: 15.0, 4: 2.0}
+    assert through_graph(score, graph, query_id=9, among=[1, 2, 4]) == {1: 47.5, 2: 25.0, 4: 2.0}
+
+
+def test_background_weights_share_an_inlier_between_the_candidates_that_use_it():
+    # Query keypoints 0-2 sit together (a shared background), 3 far away (the item).
+    points = np.array([[0, 0], [10, 0], [0, 10], [900, 900]], np.float32)
+    scores = background_weights(points, {1: np.array([0, 3]), 2: np.array([1]), 3: np.array([2])})
+    # keypoints 0, 1, 2 are within BURST_RADIUS of each other and used by 3 candidates: 1/3 each
+    assert scores == pytest.approx({1: 1 / 3 + 1.0, 2: 1 / 3, 3: 1 / 3})
+    assert background_weights(points, {}) == {}
+
+
+def test_fusion_and_order_put_verified_first_and_keep_the_rest_in_first_stage_order():
+    hits = [Hit(9, "q", 0.0, None), Hit(1, "a", 0.1, None), Hit(2, "b", 0.2, None), Hit(3, "c", 0.3, None)]
+    known = {h.image_id: h for h in hits}
+    fused = fuse({3: 12.0, 2: 12.0}, known)
+    assert fused == pytest.approx({3: 12.0 + FUSION_WEIGHT * 0.7, 2: 12.0 + FUSION_WEIGHT * 0.8})
+    ranked = order(hits, fused, known, {2: np.arange(12), 3: np.arange(12), 1: np.arange(4)}, query_id=9)
+    assert [h.image_id for h in ranked] == [9, 2, 3, 1]  # equal inliers: the first stage breaks the tie
+    assert (ranked[3].inliers, ranked[3].score) == (4, None)  # weak: counted, not scored

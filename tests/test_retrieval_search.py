@@ -1,0 +1,68 @@
+"""Search SQL against the real database with known vectors (no model needed)."""
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from app.describe.methods import get_method
+from app.describe.registry import get_model
+from app.store.embeddings import write_embeddings
+from app.store.images import insert_images
+from app.retrieval.query import QueryError
+from app.retrieval.search import similar
+from app.store.knn import knn_sql, nearest
+
+GLOBAL = get_method("global")
+
+
+def _fill(engine, spec, n, seed=0):
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, spec.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [{"sha256": f"{seed:02d}{i:062d}", "path": f"/img/{i}.jpg", "width": 10, "height": 10,
+             "label": f"g{i % 3}"} for i in range(n)]
+    with engine.begin() as conn:
+        ids = insert_images(conn, rows)
+        ordered = [ids[r["sha256"]] for r in rows]
+        write_embeddings(conn, spec, "global", [(i, 0, v) for i, v in zip(ordered, vectors)])
+    return ordered, vectors
+
+
+@pytest.mark.parametrize("model,tol", [("efficientnet-lite0", 1e-5), ("resnet50", 2e-3)])
+def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
+    spec = get_model(model)
+    ids, vectors = _fill(engine, spec, 60)
+    query = vectors[7] + 0.3 * vectors[8]
+    with engine.begin() as conn:
+        hits = nearest(conn, spec, "global", query, k=60)
+    distances = np.array([h.distance for h in hits])
+    assert len(hits) == 60
+    assert np.all(np.diff(distances) >= -1e-6)
+    cosine = vectors @ query / np.linalg.norm(query)
+    expected = dict(zip(ids, 1.0 - cosine))
+    assert max(abs(h.distance - expected[h.image_id]) for h in hits) < tol
+    brute = [ids[i] for i in np.argsort(1.0 - cosine)[:5]]
+    assert [h.image_id for h in hits[:2]] == brute[:2]
+
+
+def test_query_by_stored_id_returns_itself_first(engine):
+    spec = get_model("efficientnet-lite0")
+    ids, _ = _fill(engine, spec, 20)
+    hits = similar(ids[3], spec.name, k=5, method="global", engine=engine)
+    assert hits[0].image_id == ids[3] and hits[0].distance == pytest.approx(0.0, abs=1e-6)
+    assert hits[0].label == "g0" and hits[0].path == "/img/3.jpg"
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "resnet50"])
+def test_explain_uses_the_hnsw_index(engine, model):
+    spec = get_model(model)
+    _fill(engine, spec, 30)
+    q = np.full(spec.dim, 0.1, np.float32)
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + knn_sql(spec, "global")), {"q": q, "k": 5}))
+    assert f"ix_{spec.table}_global_hnsw" in plan and "Index Scan" in plan, plan
+
+
+def test_unknown_id_is_a_clear_error(engine):
+    with pytest.raises(QueryError, match="no efficientnet-lite0/global embedding"):
+        similar(999999, "efficientnet-lite0", method="global", engine=engine)
