@@ -1,0 +1,30 @@
+"""The same nearest-neighbour search in plain SQL: psycopg + pgvector-python, no imgsim code
+beyond finding the database URL. The numpy query vector is a bind parameter.
+
+    .venv/bin/python scripts/examples/plain_sql.py IMAGE_ID
+"""
+import argparse
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from app.store.db import libpq_url  # DATABASE_URL, or the embedded server's URL
+
+parser = argparse.ArgumentParser()
+parser.add_argument("image_id", type=int)
+args = parser.parse_args()
+
+with psycopg.connect(libpq_url()) as conn:
+    register_vector(conn)  # numpy arrays in and out as vector
+    row = conn.execute("SELECT embedding FROM emb_efficientnet_lite0 "
+                       "WHERE image_id = %s AND method = 'global' AND region = 0", (args.image_id,)).fetchone()
+    if row is None:
+        raise SystemExit(f"image {args.image_id} has no efficientnet-lite0/global vector "
+                         f"(imgsim ingest FOLDER --method global)")
+    query = row[0]  # a numpy array
+    # The literal 'global' (not a parameter) lets PostgreSQL use the partial HNSW index of the method.
+    rows = conn.execute("SELECT i.id, i.path, e.embedding <=> %s AS distance "
+                        "FROM emb_efficientnet_lite0 e JOIN images i ON i.id = e.image_id "
+                        "WHERE e.method = 'global' ORDER BY e.embedding <=> %s LIMIT 5", (query, query)).fetchall()
+for image_id, path, distance in rows:
+    print(f"{image_id:>6}  {distance:.4f}  {path}")
