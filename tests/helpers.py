@@ -1,6 +1,7 @@
 """Generated test images (no downloaded data)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,12 @@ DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
 
 
 def datasets_or_skip(name: str) -> Path:
+    """The dataset's folder; skip when it is absent, or fail where it must be there (CI sets
+    IMGSIM_REQUIRE_DATASETS=1, so a missing set cannot pass as a skip)."""
     folder = DATASETS / name
     if not folder.is_dir():
-        pytest.skip(f"{folder} is absent: the real evaluation sets live in ../shared/datasets beside the checkout")
+        message = f"{folder} is absent: the real evaluation sets live in ../shared/datasets beside the checkout"
+        if os.environ.get("IMGSIM_REQUIRE_DATASETS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return folder

@@ -1,8 +1,9 @@
 import psycopg
 from alembic.script import ScriptDirectory
 
-from app.store import migrate
 from app.describe.registry import MODELS
+from app.store import migrate
+from app.store.ddl import index_name
 
 
 def _tables(url):
@@ -32,15 +33,26 @@ def test_upgrade_creates_a_table_per_model_sized_to_its_dimension(database):
     assert {"images", "failures", "alembic_version"} <= _tables(database)
 
 
-def test_every_table_has_an_hnsw_cosine_index(database):
+MIGRATED_METHODS = {"global", "gem", "gem-ms", "rmac", "gem+w", "gem-ms+w", "rmac+w"}  # indexes at head
+
+
+def test_every_table_has_exactly_one_hnsw_cosine_index_per_migrated_method(database):
     with psycopg.connect(database) as conn:
-        defs = dict(conn.execute("SELECT tablename, indexdef FROM pg_indexes WHERE indexdef LIKE '%hnsw%'").fetchall())
+        rows = conn.execute("SELECT tablename, indexname, indexdef FROM pg_indexes "
+                            "WHERE indexdef LIKE '%USING hnsw%'").fetchall()
     for spec in MODELS.values():
-        index = defs[spec.table]
-        if spec.dim > 2000:
-            assert f"halfvec({spec.dim})" in index and "halfvec_cosine_ops" in index
-        else:
-            assert "vector_cosine_ops" in index
+        defs = {name: d for table, name, d in rows if table == spec.table}
+        methods = {}
+        for name, d in defs.items():
+            method = d.rsplit("WHERE (method = '", 1)[1].split("'", 1)[0]
+            assert name == index_name(spec.table, method), d
+            methods[method] = d
+        assert set(methods) == MIGRATED_METHODS and len(defs) == len(MIGRATED_METHODS), (spec.name, sorted(defs))
+        for d in methods.values():
+            if spec.dim > 2000:
+                assert f"halfvec({spec.dim})" in d and "halfvec_cosine_ops" in d, d
+            else:
+                assert "(embedding vector_cosine_ops)" in d, d
 
 
 def test_downgrade_to_base_leaves_an_empty_schema_and_upgrade_again(database):
