@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from app.collection.dba import augment_collection
-from app.collection.graph import GraphError, update_graph
+from app.collection.graph import require_verifying, update_graph
 from app.collection.whitening import whiten_collection
 from app.config import get_settings
 from app.describe.embedder import Embedder
@@ -118,8 +118,7 @@ def build_graph(model: str | None = None, method: str = DEFAULT_METHOD, rebuild:
                 progress: Progress | None = None, engine: Engine | None = None) -> dict:
     """Match-graph rows of the images without one (all with ``rebuild``), for a verifying method."""
     meth = get_method(method)
-    if meth.local is None:
-        raise GraphError(f"method {method} does not verify: use one with +sift or +orb (e.g. verified)")
+    require_verifying(meth)
     return update_graph(_ready(engine), _model(model), meth, rebuild, progress)
 
 

@@ -27,6 +27,12 @@ class GraphError(ValueError):
     pass
 
 
+def require_verifying(method: Method) -> None:
+    """The graph is built from a method's verified matches: refuse one without local features."""
+    if method.local is None:
+        raise GraphError(f"method {method.name} does not verify: use one with +sift or +orb (e.g. verified)")
+
+
 def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
                 progress: Callable[[int, int], None] | None = None, among: Sequence[int] | None = None) -> dict:
     """Compute the rows of images without one (every row with ``rebuild``); ``progress`` gets
@@ -35,8 +41,7 @@ def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool =
     ``among`` restricts the graph to a part of the collection: rows of those images, neighbours
     among them (an evaluation's collection when the database holds more).
     """
-    if method.local is None:
-        raise GraphError(f"method {method.name} does not verify: use one with +sift or +orb (e.g. verified)")
+    require_verifying(method)
     kind = method.local.name
     with engine.connect() as conn:
         ids = verifiable_ids(conn, spec, method.stored, kind)
