@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from app.collection import upkeep
 from app.collection.dba import augment_collection
 from app.collection.graph import require_verifying, update_graph
 from app.collection.whitening import whiten_collection
@@ -40,18 +41,17 @@ def _model(name: str | None) -> ModelSpec:
 
 
 def _ready(engine: Engine | None) -> Engine:
-    """The engine to use, after migrating the database to head."""
-    if engine is None:
-        migrate.upgrade()
-        return get_engine()
-    migrate.upgrade(url=engine.url.render_as_string(hide_password=False))
+    """The engine to use, its database migrated to head (checked once per process), so that no
+    command meets a database without its tables."""
+    engine = engine or get_engine()
+    migrate.ensure_head(engine.url.render_as_string(hide_password=False))
     return engine
 
 
 def similar(query, model: str | None = None, k: int = 10, method: str = DEFAULT_METHOD,
             engine: Engine | None = None, embedder: Embedder | None = None) -> list[Hit]:
     """The ``k`` stored images nearest to ``query`` (an image id or a file path)."""
-    return search.similar(query, _model(model).name, k, method, engine, embedder)
+    return search.similar(query, _model(model).name, k, method, _ready(engine), embedder)
 
 
 def ingest(folder: Path | str, models: str | list[str] | None = None, method: str | Method = DEFAULT_METHOD,
@@ -120,6 +120,22 @@ def build_graph(model: str | None = None, method: str = DEFAULT_METHOD, rebuild:
     meth = get_method(method)
     require_verifying(meth)
     return update_graph(_ready(engine), _model(model), meth, rebuild, progress)
+
+
+def check(repair: bool = False, engine: Engine | None = None, progress: Progress | None = None) -> list[dict]:
+    """What a stopped or concurrent job left undone (see ``app.collection.upkeep``); with
+    ``repair``, fixed and marked ``repaired``. Does not migrate unless repairing."""
+    engine = engine or get_engine()
+    url = engine.url.render_as_string(hide_password=False)
+    findings = upkeep.check(engine, url)
+    if repair:
+        upkeep.repair(engine, url, findings, progress)
+        for _ in range(3):  # a repair can reveal more: rows owed by rows just written, after a migration
+            more = [f for f in upkeep.check(engine, url) if f.repairable]
+            if not more:
+                break
+            findings += upkeep.repair(engine, url, more, progress)
+    return [f.as_dict() for f in findings]
 
 
 def failures(engine: Engine | None = None) -> list[dict]:

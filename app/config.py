@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=16, ge=1, le=1024, validation_alias="IMGSIM_BATCH_SIZE")
     max_pixels: int = Field(default=120_000_000, ge=1, validation_alias="IMGSIM_MAX_PIXELS")
     max_file_bytes: int = Field(default=200 * 1024**2, ge=1, validation_alias="IMGSIM_MAX_FILE_BYTES")
+    max_labels_bytes: int = Field(default=64 * 1024**2, ge=1, validation_alias="IMGSIM_MAX_LABELS_BYTES")
+    retry_seconds: float = Field(default=31.5, ge=0, le=3600, validation_alias="IMGSIM_RETRY_SECONDS")
     decode_workers: int = Field(default=2, ge=1, le=64, validation_alias="IMGSIM_DECODE_WORKERS")
 
     @property

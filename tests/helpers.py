@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,25 @@ def pattern(seed: int, size=(160, 120)) -> Image.Image:
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape([x0, y0, x1, y1], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
     return image
+
+
+def wait_for(condition, timeout: float = 120, what: str = "condition"):
+    """Poll ``condition`` until it holds (a state of the database, never a guessed delay); its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def count(url: str, sql: str) -> int:
+    """The first column of the first row of ``sql``, on a connection of its own."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchone()[0]
 
 
 def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:

@@ -21,7 +21,7 @@ def _fill(engine, spec, n, seed=0):
     rows = [{"sha256": f"{seed:02d}{i:062d}", "path": f"/img/{i}.jpg", "width": 10, "height": 10,
              "label": f"g{i % 3}"} for i in range(n)]
     with engine.begin() as conn:
-        ids = insert_images(conn, rows)
+        ids, _ = insert_images(conn, rows)
         ordered = [ids[r["sha256"]] for r in rows]
         write_embeddings(conn, spec, "global", [(i, 0, v) for i, v in zip(ordered, vectors)])
     return ordered, vectors

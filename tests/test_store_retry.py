@@ -60,3 +60,11 @@ def test_retries_until_success_then_stop_after_the_last_delay():
         with_retry(always, delays=(0, 0))
     assert len(attempts) == 3  # the first try and one per delay
     assert 25 <= sum(RETRY_DELAYS) <= 35  # about half a minute in all, as the README says
+
+
+def test_the_retry_budget_cuts_the_delays():
+    from app.store.retry import delays_within
+
+    assert delays_within(31.5) == RETRY_DELAYS
+    assert delays_within(4) == (0.5, 1, 2, 0.5)
+    assert delays_within(0) == ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from app import api
 from app.cli.common import (DEFAULT_METHOD, JsonOpt, OneModelOpt, QuietOpt, err, explain, fail, fail_with, method,
@@ -16,6 +17,7 @@ from app.config import get_settings
 from app.describe.backbones import build_backbone
 from app.describe.methods import ALIASES, DESCRIPTORS, SHORTLIST
 from app.describe.registry import MODELS, UnknownModel, resolve_models
+from app.files.paths import one_line
 from app.describe.weights import WeightsUnavailable, weights_dir, weights_present, weights_source
 from app.store import migrate
 from app.store.db import libpq_url, stop_embedded
@@ -38,6 +40,31 @@ def db_downgrade(revision: str):
     """Revert migrations down to REVISION (``base`` empties the schema)."""
     migrate.downgrade(revision)
     out.print(f"database at revision {migrate.current() or 'base'}")
+
+
+@db_app.command("check")
+def db_check(
+    repair: Annotated[bool, typer.Option(help="Fix what can be fixed: migrate, build missing indexes, write "
+                                              "owed rows, finish the match graph.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Report missing or invalid HNSW indexes, rows a stopped job still owes, failures; exit 1 if
+    something that can be repaired is left."""
+    with progress(quiet or as_json, "verifying") as update:
+        findings = api.check(repair, progress=update)
+    if as_json:
+        print_json(findings)
+    elif not findings:
+        out.print("database is whole: every stored method has its index, no rows are owed")
+    for f in [] if as_json else findings:
+        state = "repaired" if f["repaired"] else "found" if f["repairable"] else "note"
+        where = "/".join(x for x in (f["model"], f["method"]) if x)
+        out.print(f"{state}: {where + ': ' if where else ''}{escape(f['message'])}", highlight=False, soft_wrap=True)
+    if any(f["repairable"] and not f["repaired"] for f in findings):
+        if not as_json and not repair:
+            err.print("run `imgsim db check --repair` to fix these")
+        raise typer.Exit(1)
 
 
 @db_app.command("url")
@@ -166,5 +193,5 @@ def failures(as_json: JsonOpt = False):
     rows = api.failures()
     if as_json:
         return print_json(rows)
-    print_table(["when", "reason"], [[r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), r["reason"], r["path"]]
-                                     for r in rows], fold="path")
+    print_table(["when", "reason"], [[r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), one_line(r["reason"]),
+                                      one_line(r["path"])] for r in rows], fold="path")

@@ -2,7 +2,6 @@
 are in ``app.cli.admin``). Commands parse options, call ``app.api`` and print."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 from rich.columns import Columns
 
 from app import api
-from app.cli import admin
+from app.cli import admin, boundary
 from app.cli.common import (DEFAULT_METHOD, EXIT_FAILURES, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, err,
                             fail, fail_with, method, one_spec, out, specs)
 from app.cli.render import (hit_dict, print_failure, print_graph, print_ingest, print_json, print_metrics,
@@ -21,6 +20,7 @@ from app.evaluation.evaluate import EvaluationError
 from app.evaluation.report import write_contact_sheet, write_html
 from app.evaluation.synth import make_calendar_set
 from app.files.images import ImageError
+from app.files.paths import one_line
 from app.files.labels import LabelsError
 from app.retrieval.query import QueryError
 
@@ -94,7 +94,7 @@ def duplicates(
     if as_json:
         return print_json(found)
     print_table(["group", "id", "label"],
-                [[str(n), str(item["id"]), item["label"] or "", item["path"]]
+                [[str(n), str(item["id"]), one_line(item["label"] or ""), one_line(item["path"])]
                  for n, group in enumerate(found, 1) for item in group],
                 f"{len(found)} groups ({spec.name} / {meth.name}, distance <= {threshold})", fold="path")
 
@@ -183,12 +183,15 @@ def demo(
     out.print(Columns(lines, equal=True, expand=True))
 
 
+@app.callback()
+def options(debug: Annotated[bool, typer.Option("--debug", envvar="IMGSIM_DEBUG",
+                                                help="Show the traceback of an error.")] = False):
+    """Image similarity search on PostgreSQL + pgvector."""
+    boundary.DEBUG["on"] = debug or boundary.DEBUG["on"]
+
+
 def main():
-    try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    boundary.run(app)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.cli.common import err, out
+from app.files.paths import one_line, path_text
 from app.retrieval.hits import Hit
 
 
@@ -19,11 +20,11 @@ def print_json(value) -> None:
 def print_table(columns: list[str], rows: list[list[str]], title: str | None = None,
                 fold: str | None = None) -> None:
     """A table; ``fold`` names a last column (a path) that wraps instead of being cut."""
-    table = Table(*columns, title=title, title_justify="left")
+    table = Table(*columns, title=escape(title) if title else None, title_justify="left")
     if fold:
         table.add_column(fold, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))  # names are text, never markup
     out.print(table)
 
 
@@ -72,7 +73,7 @@ def print_ranking(hits: list[Hit], title: str, relevant: set[int] | None = None)
         mark = " ✓" if relevant and h.image_id in relevant else ""
         inliers = (["" if h.inliers is None else str(h.inliers), "" if h.score is None else f"{h.score:.1f}"]
                    if verified else [])
-        rows.append([str(rank), f"{h.distance:.6f}", *inliers, (h.label or "") + mark, h.path])
+        rows.append([str(rank), f"{h.distance:.6f}", *inliers, one_line(h.label or "") + mark, one_line(h.path)])
     print_table(["rank", "distance", *(["inliers", "score"] if verified else []), "label"], rows, title, "path")
 
 
@@ -96,4 +97,6 @@ def print_graph(result: dict) -> None:
 
 
 def print_failure(f) -> None:
-    err.print(f"[yellow]failed[/yellow] {escape(str(f.path))}: {escape(f.reason)}", highlight=False, soft_wrap=True)
+    """One line per failed file, whatever its name holds."""
+    err.print(f"[yellow]failed[/yellow] {escape(one_line(path_text(f.path)))}: {escape(one_line(f.reason))}",
+              highlight=False, soft_wrap=True)

@@ -19,6 +19,8 @@ from app.retrieval.hits import Hit
 from app.retrieval.shortlist import expand_vector
 from app.store import embeddings
 from app.store.knn import nearest
+from app.store.locks import job_lock, lock_table_for_rewrite, lock_tables_for_write
+from app.store.retry import with_retry
 
 
 class AugmentError(ValueError):
@@ -34,11 +36,16 @@ def augment_collection(engine: Engine, spec: ModelSpec, method: Method, among: S
     (``among``: within these images only, an evaluation's collection when the database holds more)."""
     if not method.dba:
         raise AugmentError(f"method {method.name} has no +dba step (e.g. gem+w+dba)")
-    with engine.begin() as conn:
-        n = augment_rows(conn, spec, method.augmented_from, among)
-        if n < 2:
-            raise AugmentError(f"{spec.name}/{method.augmented_from}: {n} images stored; augmentation needs at "
-                               f"least 2", needs_whitening=method.whiten)
+    def transaction() -> int:
+        with engine.begin() as conn:
+            lock_table_for_rewrite(conn, spec.table)
+            return augment_rows(conn, spec, method.augmented_from, among)
+
+    with job_lock(engine, spec.table, method.stored, f"augmentation of {spec.name}/{method.stored}"):
+        n = with_retry(transaction)
+    if n < 2:
+        raise AugmentError(f"{spec.name}/{method.augmented_from}: {n} images stored; augmentation needs at "
+                           f"least 2", needs_whitening=method.whiten)
     return {"model": spec.name, "method": method.stored, "n_images": n}
 
 
@@ -61,6 +68,7 @@ def augment_missing(engine: Engine, spec: ModelSpec, source: str, top: int = QE_
     collection has been augmented: each new vector plus its nearest stored neighbours (HNSW)."""
     target = augmented_name(source)
     with engine.begin() as conn:
+        lock_tables_for_write(conn, [spec.table])  # after a rewrite in progress, not beside it
         if not embeddings.has_embeddings(conn, spec, target):
             return 0
         ids, vectors = embeddings.stored_vectors(conn, spec, source, embeddings.ids_without(conn, spec, source, target))

@@ -18,7 +18,10 @@ from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.retrieval.query import effective_method, stored_query
 from app.retrieval.rerank import direct_scores
+from app.retrieval.shortlist import warn_if_unindexed
 from app.store.graph import graph_ids, verifiable_ids, write_graph
+from app.store.locks import job_lock
+from app.store.retry import with_retry
 
 BATCH = 32
 
@@ -43,24 +46,33 @@ def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool =
     """
     require_verifying(method)
     kind = method.local.name
-    with engine.connect() as conn:
-        ids = verifiable_ids(conn, spec, method.stored, kind)
-        done = set() if rebuild else graph_ids(conn, spec.name, kind)
-    wanted = set(among) if among is not None else None
-    ids = [i for i in ids if (wanted is None or i in wanted) and i not in done]
-    edges = 0
-    for start in range(0, len(ids), BATCH):
-        rows = []
-        with engine.begin() as conn:
-            for image_id in ids[start:start + BATCH]:
-                query = stored_query(conn, image_id, spec, method)
-                row = direct_scores(conn, spec, method, query, among) if query is not None else {}
-                rows.append((image_id, row))
-                edges += len(row)
-            write_graph(conn, spec.name, kind, rows)
-        if progress:
-            progress(start + len(rows), len(ids))
+    with job_lock(engine, spec.table, f"graph:{kind}", f"match-graph job of {spec.name}/{kind}"):
+        with engine.connect() as conn:
+            ids = verifiable_ids(conn, spec, method.stored, kind)
+            done = set() if rebuild else graph_ids(conn, spec.name, kind)
+            if ids:
+                warn_if_unindexed(conn, spec, method)
+        wanted = set(among) if among is not None else None
+        ids = [i for i in ids if (wanted is None or i in wanted) and i not in done]
+        edges = 0
+        for start in range(0, len(ids), BATCH):
+            rows = with_retry(lambda: _graph_rows(engine, spec, method, ids[start:start + BATCH], among))
+            edges += sum(len(row) for _, row in rows)
+            if progress:
+                progress(start + len(rows), len(ids))
     return {"model": spec.name, "kind": kind, "method": method.canonical, "images": len(ids), "edges": edges}
+
+
+def _graph_rows(engine: Engine, spec: ModelSpec, method: Method, ids: Sequence[int],
+                among: Sequence[int] | None) -> list[tuple[int, dict[int, float]]]:
+    """One batch of rows, computed and written in one transaction."""
+    rows = []
+    with engine.begin() as conn:
+        for image_id in ids:
+            query = stored_query(conn, image_id, spec, method)
+            rows.append((image_id, direct_scores(conn, spec, method, query, among) if query is not None else {}))
+        write_graph(conn, spec.name, method.local.name, rows)
+    return rows
 
 
 def update_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,

@@ -15,7 +15,9 @@ from app.describe.methods import augmented_name, whitened_name
 from app.describe.registry import ModelSpec
 from app.describe.vectors import apply_whitening, fit_whitening
 from app.store import embeddings
-from app.store.whitening import save_whitening
+from app.store.locks import job_lock, lock_table_for_rewrite, lock_tables_for_write
+from app.store.retry import with_retry
+from app.store.whitening import load_whitening, save_whitening
 
 MIN_IMAGES = 50
 
@@ -28,7 +30,14 @@ def whiten_collection(engine: Engine, spec: ModelSpec, descriptor: str, min_imag
                       fit_ids: list[int] | None = None) -> dict:
     """Fit on the stored ``descriptor`` vectors (all, or ``fit_ids``) and (re)write every ``descriptor+w`` row."""
     target = whitened_name(descriptor)
+    with job_lock(engine, spec.table, target, f"whitening of {spec.name}/{descriptor}"):
+        return with_retry(lambda: _whiten(engine, spec, descriptor, target, min_images, fit_ids))
+
+
+def _whiten(engine: Engine, spec: ModelSpec, descriptor: str, target: str, min_images: int,
+            fit_ids: list[int] | None) -> dict:
     with engine.begin() as conn:
+        lock_table_for_rewrite(conn, spec.table)
         ids, vectors = embeddings.stored_vectors(conn, spec, descriptor, fit_ids)
         if len(ids) < min_images:
             raise WhiteningError(f"{spec.name}/{descriptor}: {len(ids)} images stored; whitening needs at least "
@@ -44,6 +53,27 @@ def whiten_collection(engine: Engine, spec: ModelSpec, descriptor: str, min_imag
         if embeddings.count_embeddings(conn, spec, augmented_name(target)):  # augmented rows follow the new fit
             augment_rows(conn, spec, target)
     return {"model": spec.name, "method": target, "version": version, "n_images": len(ids)}
+
+
+def whiten_missing(engine: Engine, spec: ModelSpec, descriptor: str) -> int:
+    """Write ``descriptor+w`` rows with the current fit for the images that have ``descriptor``
+    rows but none whitened (a load that ran beside a refit, say); returns how many images."""
+    target = whitened_name(descriptor)
+
+    def transaction() -> int:
+        with engine.begin() as conn:
+            lock_tables_for_write(conn, [spec.table])
+            fitted = load_whitening(conn, spec.name, descriptor)
+            missing = embeddings.ids_without(conn, spec, descriptor, target)
+            if fitted is None or not missing:
+                return 0
+            ids, vectors = embeddings.stored_vectors(conn, spec, descriptor, missing, regions=True)
+            whitened = apply_whitening(vectors, fitted[1], fitted[2])
+            embeddings.write_embeddings(conn, spec, target, list(zip(ids, region_numbers(ids), whitened)))
+            return len(missing)
+
+    with job_lock(engine, spec.table, target, f"whitening of {spec.name}/{descriptor}"):
+        return with_retry(transaction)
 
 
 def region_numbers(ids: list[int]) -> list[int]:

@@ -7,6 +7,7 @@ The labels CSV (``filename,group[,role]``) defines the protocol: ``role`` ``quer
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,11 @@ def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, me
         step = "dba" if method.dba else "whiten" if method.whiten else None
         raise EvaluationError(f"{labels_csv}: no stored query or database images for {spec.name}/{method.name}",
                               step)
+    per_group = Counter(group[d] for d in database)
+    in_database = set(database)
+    if not any(per_group[group[q]] > (q in in_database) for q in queries):
+        raise EvaluationError(f"{labels_csv}: no stored query has another image of its group among the stored "
+                              f"database images, so there is nothing to measure")
     ranker = ranker or stored_ranker(spec, method)
     rankings, relevant, lists = {}, {}, []
     started = time.perf_counter()

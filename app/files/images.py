@@ -16,11 +16,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", "
 Image.MAX_IMAGE_PIXELS = None
 
 
-def path_text(path: Path | str) -> str:
-    """A path as storable text: names that are not valid UTF-8 keep their bytes as \\xNN escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 class ImageError(Exception):
     """A file that cannot be used as an image; ``str()`` is the one-line reason."""
 
@@ -61,9 +56,13 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
         size = path.stat().st_size
         if size == 0:
             raise ImageError("empty file (0 bytes)")
+        if size <= max_bytes:
+            with open(path, "rb") as f:
+                data = f.read(max_bytes + 1)  # bounded even if the file grows after stat()
+            size = len(data)
         if size > max_bytes:
             raise ImageError(f"file too large: {size} bytes (limit {max_bytes}, IMGSIM_MAX_FILE_BYTES)")
-        return path.read_bytes()
+        return data
     except PermissionError:
         raise ImageError("permission denied") from None
     except IsADirectoryError:
@@ -101,6 +100,22 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None, longest: i
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"corrupt or truncated image: {text}") from None
+
+
+# EXIF orientations 5-8 turn the picture a quarter: its width is the stored height.
+_QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def photo_size(data: bytes) -> tuple[int, int]:
+    """The photo's full size as it is shown (EXIF orientation applied), read from its header,
+    whatever size a reduced decode of it has."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112)
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"corrupt image header: {exc}") from None
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
 
 
 def _draft_size(width: int, height: int, min_side: int, longest: int) -> tuple[int, int]:

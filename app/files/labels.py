@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config import get_settings
+
 ROLES = {"query", "database", "both"}
+MAX_LINE_CHARS = 64 * 1024  # a label file's line is a name and a label; longer lines are not labels
 
 
 class LabelsError(ValueError):
@@ -20,10 +24,25 @@ class LabelRow:
     role: str = "both"
 
 
-def read_labels(path: Path) -> dict[str, LabelRow]:
+def read_bounded(path: Path, max_bytes: int) -> str:
+    """The text of a labels file, read with a bound on its size and on its lines' length (so that
+    an endless or huge input such as ``/dev/zero`` cannot exhaust memory)."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise LabelsError(f"{path}: larger than {max_bytes} bytes (IMGSIM_MAX_LABELS_BYTES)")
+    text = data.decode("utf-8-sig")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise LabelsError(f"{path}:{number}: line longer than {MAX_LINE_CHARS} characters")
+    return text
+
+
+def read_labels(path: Path, max_bytes: int | None = None) -> dict[str, LabelRow]:
     """filename (relative to the ingested folder, '/' separated) -> row."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        text = read_bounded(path, max_bytes or get_settings().max_labels_bytes)
+        with io.StringIO(text, newline="") as f:
             reader = csv.DictReader(f)
             fields = {name.strip().lower() for name in reader.fieldnames or []}
             label_col = "label" if "label" in fields else "group" if "group" in fields else None

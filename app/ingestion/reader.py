@@ -16,7 +16,8 @@ from app.config import Settings
 from app.describe.local import LocalFeatures, extract
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
-from app.files.images import Candidate, ImageError, decode, find_images, path_text, read_bytes, sha256
+from app.files.images import Candidate, ImageError, decode, find_images, photo_size, read_bytes, sha256
+from app.files.paths import path_text
 from app.files.labels import LabelRow, label_for
 from app.ingestion.report import Failure, IngestReport
 from app.store.embeddings import embedded_ids
@@ -71,7 +72,8 @@ def decode_work(work: Work, method: Method, max_pixels: int, max_bytes: int) -> 
         image = decode(data, max_pixels, min_side=min_side, longest=method.longest_side())
         arrays = {spec.name: method.prepare(image, spec) for spec in work.models}
         local = extract(image, method.local) if work.need_local else None
-        return Decoded(work.candidate.path, work.relative, sha256(data), image.width, image.height, arrays, local)
+        width, height = photo_size(data)  # the stored size is the photo's, not the reduced decode's
+        return Decoded(work.candidate.path, work.relative, sha256(data), width, height, arrays, local)
     except ImageError as exc:
         return Failure(work.candidate.path, str(exc))
     except MemoryError:

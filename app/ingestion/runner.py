@@ -27,9 +27,8 @@ from app.files.labels import LabelRow
 from app.ingestion.embed import Embed
 from app.ingestion.reader import Decoded, Reader
 from app.ingestion.report import Failure, IngestReport
-from app.ingestion.writer import Whitening, Writer
+from app.ingestion.writer import Writer
 from app.store.retry import with_retry
-from app.store.whitening import load_whitening
 
 Progress = Callable[[int, int], None]  # (done, to do)
 
@@ -61,37 +60,27 @@ class Ingestor:
             self.writer.fail(report, [Failure(w.candidate.path, w.error) for w in works if w.error], on_failure)
             if progress:
                 progress(0, len(todo))
-            whitenings = self._whitenings()
-            first_load = self.writer.drop_indexes_for_first_load(todo)
             try:
                 done = 0
                 for batch in reader.batches(todo):
                     images = [d for d in batch if isinstance(d, Decoded)]
                     if images:
                         vectors = self.embed(self.models, images, report)
-                        self.writer.write(images, vectors, labels, whitenings, report)
+                        self.writer.write(images, vectors, labels, todo, report)
                     self.writer.fail(report, [d for d in batch if isinstance(d, Failure)], on_failure)
                     done += len(batch)
                     if progress:
                         progress(done, len(todo))
-            finally:
-                self.writer.build_indexes(first_load)
+            except BaseException:
+                self.writer.build_indexes(stopped_early=True)
+                raise
+            self.writer.build_indexes()
         self._augment_new()
         report.seconds = time.perf_counter() - started
         if self.graph and self.method.local:
             report.graph = [r for spec in self.models
                             if (r := update_graph(self.engine, spec, self.method, progress=graph_progress))]
         return report
-
-    def _whitenings(self) -> dict[str, Whitening]:
-        """The collection's whitening fits of this descriptor, per model (their ``+w`` rows are kept complete)."""
-        out = {}
-        with self.engine.connect() as conn:
-            for spec in self.models:
-                fitted = load_whitening(conn, spec.name, self.method.raw)
-                if fitted is not None:
-                    out[spec.name] = (fitted[1], fitted[2])
-        return out
 
     def _augment_new(self) -> None:
         """Keep augmented (``+dba``) rows complete where the collection has them."""

@@ -1,53 +1,67 @@
 """The writer: each batch is one transaction (image rows, vectors by binary COPY, whitened rows
 where the collection has a fit, local features, cleared failures), retried whole on a dropped
-connection or a deadlock. A first load of a (model, method) drops its HNSW index and builds it
-after the bulk COPY."""
+connection or a deadlock.
+
+Locks come in one order: the batch first takes its embedding tables (``ROW EXCLUSIVE``, in table
+order), so it waits for a collection job that rewrites a table and then reads the fit that job
+committed; its ``+w`` rows always follow the current whitening. A first load of a (model,
+method) drops that HNSW index just before its first batch is written and builds it after the
+load; when the load stops early the index is rebuilt if the database can still be reached, and
+otherwise by the next command that finds it missing (see ``app.store.health``).
+"""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from app.describe.methods import Method, whitened_name
 from app.describe.registry import ModelSpec
 from app.describe.vectors import apply_whitening
-from app.files.images import path_text
 from app.files.labels import LabelRow, label_for
+from app.files.paths import path_text
 from app.ingestion.reader import Decoded, Work
 from app.ingestion.report import Failure, IngestReport
 from app.store import embeddings
-from app.store.images import clear_failures, image_ids_by_sha, insert_images, record_failure
+from app.store.images import clear_failures, insert_images, record_failure
 from app.store.local import write_local
+from app.store.locks import lock_tables_for_write
 from app.store.retry import with_retry
+from app.store.whitening import load_whitening, whitening_version
 
-Whitening = tuple[np.ndarray, np.ndarray]  # mean, projection
+log = logging.getLogger("imgsim")
+Whitening = tuple[int, np.ndarray, np.ndarray]  # version, mean, projection
 
 
 class Writer:
     def __init__(self, engine: Engine, models: list[ModelSpec], method: Method):
         self.engine, self.models, self.method = engine, models, method
+        self.fits: dict[str, Whitening] = {}  # model name -> the fit last read
+        self.dropped: list[ModelSpec] | None = None  # None until the first batch is written
 
     def write(self, images: list[Decoded], vectors: dict[str, tuple[list[Decoded], list[np.ndarray]]],
-              labels: dict[str, LabelRow] | None, whitenings: dict[str, Whitening], report: IngestReport) -> None:
-        """One atomic batch, retried whole; ``whitenings`` (model name -> fit) adds ``+w`` rows."""
+              labels: dict[str, LabelRow] | None, todo: list[Work], report: IngestReport) -> None:
+        """One atomic batch, retried whole (``todo``: the whole load, to decide on first loads)."""
         if not images:
             return
+        if self.dropped is None:
+            self.dropped = self._drop_indexes_for_first_load(todo)
         rows = []
         for d in images:
             row = label_for(labels, d.relative) if labels else None
             rows.append({"sha256": d.sha, "path": path_text(d.path), "width": d.width, "height": d.height,
                          "label": row.label if row else None})
+        specs = [spec for spec in self.models if spec.name in vectors]
 
         def transaction() -> IngestReport:
             counts = IngestReport()
             with self.engine.begin() as conn:
-                before = image_ids_by_sha(conn, [r["sha256"] for r in rows])
-                ids = insert_images(conn, rows)
-                counts.new_images = len(ids) - len(before)
-                for spec in self.models:
-                    if spec.name in vectors:
-                        self._write_vectors(conn, spec, ids, *vectors[spec.name], whitenings.get(spec.name), counts)
+                lock_tables_for_write(conn, [spec.table for spec in specs])
+                ids, counts.new_images = insert_images(conn, rows)
+                for spec in specs:
+                    self._write_vectors(conn, spec, ids, *vectors[spec.name], counts)
                 if self.method.local:
                     local = [(ids[d.sha], d.local) for d in images if d.local is not None]
                     counts.local_features = write_local(conn, self.method.local.name, local)
@@ -56,13 +70,25 @@ class Writer:
 
         report.add(with_retry(transaction))
 
-    def _write_vectors(self, conn, spec: ModelSpec, ids: dict[str, int], batch: list[Decoded],
-                       described: list[np.ndarray], whitening: Whitening | None, counts: IngestReport) -> None:
+    def _current_fit(self, conn: Connection, spec: ModelSpec) -> Whitening | None:
+        """The model's whitening fit of this descriptor as committed now (read again only when
+        its version changed)."""
+        version = whitening_version(conn, spec.name, self.method.raw)
+        cached = self.fits.get(spec.name)
+        if version is None:
+            return None
+        if cached is None or cached[0] != version:
+            self.fits[spec.name] = cached = load_whitening(conn, spec.name, self.method.raw)
+        return cached
+
+    def _write_vectors(self, conn: Connection, spec: ModelSpec, ids: dict[str, int], batch: list[Decoded],
+                       described: list[np.ndarray], counts: IngestReport) -> None:
         rows = [(ids[d.sha], region, v) for d, matrix in zip(batch, described) for region, v in enumerate(matrix)]
         n = embeddings.write_embeddings(conn, spec, self.method.raw, rows)
         counts.embedded[spec.name] = counts.embedded.get(spec.name, 0) + n
-        if whitening is not None:
-            whitened = apply_whitening(np.stack([v for _, _, v in rows]), *whitening)
+        fit = self._current_fit(conn, spec)
+        if fit is not None:
+            whitened = apply_whitening(np.stack([v for _, _, v in rows]), fit[1], fit[2])
             embeddings.write_embeddings(conn, spec, whitened_name(self.method.raw),
                                         [(i, r, w) for (i, r, _), w in zip(rows, whitened)])
 
@@ -83,21 +109,37 @@ class Writer:
             for f in failures:
                 on_failure(f)
 
-    def drop_indexes_for_first_load(self, todo: list[Work]) -> list[ModelSpec]:
+    def _drop_indexes_for_first_load(self, todo: list[Work]) -> list[ModelSpec]:
         """Drop the HNSW index of each model about to get its first rows of this method (built
-        again by ``build_indexes``); make sure the others have theirs (e.g. after a killed first load)."""
+        again by ``build_indexes``)."""
         dropped = []
         for spec in self.models:
-            with self.engine.begin() as conn:
-                first = embeddings.count_embeddings(conn, spec, self.method.raw) == 0
-                if first and any(spec in w.models for w in todo):
-                    embeddings.drop_index(conn, spec, self.method.raw)
-                    dropped.append(spec)
-                else:
-                    embeddings.ensure_index(conn, spec, self.method.raw)
+            if any(spec in w.models for w in todo):
+                with self.engine.begin() as conn:
+                    if embeddings.count_embeddings(conn, spec, self.method.raw) == 0:
+                        embeddings.drop_index(conn, spec, self.method.raw)
+                        dropped.append(spec)
         return dropped
 
-    def build_indexes(self, specs: list[ModelSpec]) -> None:
-        for spec in specs:
-            with self.engine.begin() as conn:
-                embeddings.ensure_index(conn, spec, self.method.raw)
+    def build_indexes(self, stopped_early: bool = False) -> None:
+        """Make sure every model's index of this method (and of its whitened rows) exists. After
+        a load that stopped early, a failure here is only logged (the next ingest or
+        ``imgsim db check --repair`` builds the index), so that the error that stopped the load
+        is the one reported."""
+        for spec in self.models:
+            for method in (self.method.raw, whitened_name(self.method.raw)):
+                if not stopped_early:
+                    with_retry(lambda: self._ensure(spec, method))
+                    continue
+                try:
+                    self._ensure(spec, method)
+                except Exception as exc:
+                    log.warning("the HNSW index of %s/%s is not built (%s); the next ingest or "
+                                "`imgsim db check --repair` builds it", spec.name, method, type(exc).__name__)
+                    return
+        self.dropped = None
+
+    def _ensure(self, spec: ModelSpec, method: str) -> None:
+        with self.engine.begin() as conn:
+            if method == self.method.raw or whitening_version(conn, spec.name, self.method.raw) is not None:
+                embeddings.ensure_index(conn, spec, method)

@@ -9,6 +9,7 @@ from app.describe.local import MIN_INLIERS, Prepared, verify
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.store.images import image_rows
+from app.retrieval.shortlist import warn_if_unindexed
 from app.store.knn import close_pairs
 from app.store.local import load_local
 
@@ -17,6 +18,7 @@ NEIGHBOURS = 20  # candidates per image
 
 def candidate_pairs(engine: Engine, spec: ModelSpec, method: Method, threshold: float) -> list[tuple[int, int, float]]:
     with engine.begin() as conn:
+        warn_if_unindexed(conn, spec, method)
         return close_pairs(conn, spec, method.stored, threshold, NEIGHBOURS)
 
 

@@ -11,7 +11,7 @@ from app.describe.registry import ModelSpec, get_model
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, QueryError, effective_method, resolve_query
 from app.retrieval.rerank import rerank
-from app.retrieval.shortlist import expand_query, first_stage
+from app.retrieval.shortlist import expand_query, first_stage, warn_if_unindexed
 from app.store.db import get_engine
 
 
@@ -35,4 +35,5 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
         raise QueryError("k must be at least 1")
     with (engine or get_engine()).begin() as conn:
         meth = effective_method(conn, spec, meth)
+        warn_if_unindexed(conn, spec, meth)
         return rank(conn, spec, meth, resolve_query(conn, query, spec, meth, embedder), k)

@@ -2,6 +2,7 @@
 and alpha query expansion (``+qe``)."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,8 +12,20 @@ from app.describe.methods import QE_ALPHA, QE_TOP, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import expand
 from app.retrieval.hits import Hit
-from app.store.embeddings import stored_vectors
+from app.store.embeddings import has_embeddings, has_index, stored_vectors
 from app.store.knn import nearest
+
+log = logging.getLogger("imgsim")
+
+
+def warn_if_unindexed(conn: Connection, spec: ModelSpec, method: Method) -> bool:
+    """Say in one line (log) when the first stage's vectors are stored without their HNSW index:
+    the search is still right, but scans every row. True when that is so."""
+    if has_index(conn, spec, method.stored) or not has_embeddings(conn, spec, method.stored):
+        return False
+    log.warning("%s/%s has no HNSW index, so searches scan every row; run `imgsim db check --repair`",
+                spec.name, method.stored)
+    return True
 
 
 def first_stage(conn: Connection, spec: ModelSpec, method: Method, vectors: np.ndarray, n: int,

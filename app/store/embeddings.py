@@ -5,14 +5,14 @@ Each table is named by the model registry (``ModelSpec.table``); its rows are ke
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, text
 
 from app.describe.registry import ModelSpec
-from app.store.ddl import create_index_sql, drop_index_sql
+from app.store.ddl import create_index_sql, drop_index_sql, index_name
+from app.store.locks import index_lock
 
 _STAGING = "imgsim_staging"
 
@@ -95,16 +95,22 @@ def ids_without(conn: Connection, spec: ModelSpec, source: str, target: str) -> 
     return sorted(r[0] for r in rows)
 
 
-def _lock_key(spec: ModelSpec, method: str) -> int:
-    return zlib.crc32(f"{spec.table}:{method}".encode())
-
-
 def drop_index(conn: Connection, spec: ModelSpec, method: str) -> None:
     """Drop the (table, method) HNSW index until the transaction's bulk load is done."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(spec, method)})
+    index_lock(conn, spec.table, method)
     conn.exec_driver_sql(drop_index_sql(spec.table, method))
 
 
-def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> None:
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(spec, method)})
+def has_index(conn: Connection, spec: ModelSpec, method: str) -> bool:
+    """Whether the (table, method) HNSW index exists (a catalog lookup: takes no table lock)."""
+    return conn.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                        {"name": index_name(spec.table, method)}).scalar()
+
+
+def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> bool:
+    """Build the (table, method) HNSW index if it is missing; True when it was built."""
+    if has_index(conn, spec, method):
+        return False
+    index_lock(conn, spec.table, method)
     conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method))
+    return True

@@ -13,16 +13,20 @@ def image_ids_by_sha(conn: Connection, shas: Sequence[str]) -> dict[str, int]:
     return {sha: image_id for sha, image_id in rows}
 
 
-def insert_images(conn: Connection, rows: list[dict]) -> dict[str, int]:
-    """Insert image rows (sha256, path, width, height, label) once per content; return sha -> id."""
+def insert_images(conn: Connection, rows: list[dict]) -> tuple[dict[str, int], int]:
+    """Insert image rows (sha256, path, width, height, label) once per content; return
+    (sha -> id, how many rows this statement inserted: images another job stored are not new)."""
     rows = sorted(rows, key=lambda r: r["sha256"])  # one lock order for concurrent jobs
+    inserted = 0
     if rows:
-        conn.execute(
+        columns = ("sha256", "path", "width", "height", "label")
+        result = conn.execute(
             text("INSERT INTO images (sha256, path, width, height, label) "
-                 "VALUES (:sha256, :path, :width, :height, :label) ON CONFLICT (sha256) DO NOTHING"),
-            rows,
-        )
-    return image_ids_by_sha(conn, [r["sha256"] for r in rows])
+                 "SELECT * FROM unnest(CAST(:sha256 AS text[]), CAST(:path AS text[]), CAST(:width AS int[]), "
+                 "CAST(:height AS int[]), CAST(:label AS text[])) ON CONFLICT (sha256) DO NOTHING RETURNING id"),
+            {c: [r[c] for r in rows] for c in columns})
+        inserted = len(result.all())
+    return image_ids_by_sha(conn, [r["sha256"] for r in rows]), inserted
 
 
 def set_labels(conn: Connection, labels: dict[str, str]) -> None:

@@ -23,12 +23,23 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
+_AT_HEAD: set[str] = set()  # URLs this process has brought to head
+
+
 def upgrade(revision: str = "head", url: str | None = None) -> None:
     command.upgrade(alembic_config(url), revision)
     dispose_engines()  # pooled connections opened before the vector extension existed
 
 
+def ensure_head(url: str) -> None:
+    """Migrate the database at ``url`` to head, once per process."""
+    if url not in _AT_HEAD:
+        upgrade(url=url)
+        _AT_HEAD.add(url)
+
+
 def downgrade(revision: str, url: str | None = None) -> None:
+    _AT_HEAD.clear()
     command.downgrade(alembic_config(url), revision)
     dispose_engines()
 

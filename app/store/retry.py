@@ -1,7 +1,9 @@
 """The retry policy of every write: a whole transaction is retried on a dropped connection,
-a server restart, a deadlock or a serialization failure; anything else is raised at once."""
+a server restart, a deadlock or a serialization failure; anything else is raised at once.
+Each retry is logged in one line; ``IMGSIM_RETRY_SECONDS`` bounds the total wait."""
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -9,8 +11,11 @@ from typing import TypeVar
 import psycopg
 from sqlalchemy.exc import DBAPIError
 
+from app.config import get_settings
+
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)  # seconds between attempts: about half a minute in all
 T = TypeVar("T")
+log = logging.getLogger("imgsim")
 
 
 def retryable(exc: BaseException) -> bool:
@@ -21,13 +26,29 @@ def retryable(exc: BaseException) -> bool:
         psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow))
 
 
-def with_retry(fn: Callable[[], T], delays=RETRY_DELAYS) -> T:
+def delays_within(budget: float, delays=RETRY_DELAYS) -> tuple[float, ...]:
+    """The policy's delays, cut so that their sum stays within ``budget`` seconds."""
+    out, total = [], 0.0
+    for delay in delays:
+        delay = min(delay, budget - total)
+        if delay <= 0:
+            break
+        out.append(delay)
+        total += delay
+    return tuple(out)
+
+
+def with_retry(fn: Callable[[], T], delays: tuple[float, ...] | None = None) -> T:
     """Run ``fn`` (a whole transaction); on a retryable error wait and run it again."""
+    if delays is None:
+        delays = delays_within(get_settings().retry_seconds)
     for delay in (*delays, None):
         try:
             return fn()
         except Exception as exc:
             if delay is None or not retryable(exc):
                 raise
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            log.warning("database unavailable (%s); retrying in %g s", reason[0] if reason else "no reason", delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -24,6 +24,11 @@ def has_whitening(conn: Connection, model: str, method: str) -> bool:
                         {"model": model, "method": method}).scalar()
 
 
+def whitening_version(conn: Connection, model: str, method: str) -> int | None:
+    return conn.execute(text("SELECT version FROM whitening WHERE model = :model AND method = :method"),
+                        {"model": model, "method": method}).scalar()
+
+
 def load_whitening(conn: Connection, model: str, method: str) -> tuple[int, np.ndarray, np.ndarray] | None:
     """(version, mean, projection) or None."""
     row = conn.execute(text("SELECT version, dims, mean, projection FROM whitening "

@@ -1,0 +1,120 @@
+"""``imgsim db check``: find what a stopped job or a concurrent one left undone, and repair it.
+
+Findings, per model table: methods stored without their HNSW index (a first load stopped before
+its build), indexes left invalid, ``+w`` rows missing where the descriptor has a whitening fit,
+``+dba`` rows missing where the collection was augmented, images without match-graph rows where
+a graph exists; and for the database: a schema behind the code's migrations, recorded failures.
+``repair`` fixes each with the step that would have written it, under that step's locks.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import Engine
+
+from app.collection.dba import augment_missing
+from app.collection.graph import update_graph
+from app.collection.whitening import whiten_missing
+from app.describe.methods import AUGMENTED, UnknownMethod, get_method, whitened_name
+from app.describe.registry import MODELS, ModelSpec
+from app.store import embeddings, health, migrate
+from app.store.retry import with_retry
+
+
+@dataclass
+class Finding:
+    kind: str  # revision | index | invalid-index | rows | graph | failures
+    model: str | None
+    method: str | None
+    count: int
+    message: str
+    repairable: bool = True
+    repaired: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check(engine: Engine, url: str) -> list[Finding]:
+    """Everything that needs attention (an empty list when the database is whole)."""
+    current, heads = migrate.current(url), migrate.heads()
+    if current not in heads:
+        return [Finding("revision", None, None, 0, f"schema at revision {current or 'base'}, the code needs "
+                                                   f"{', '.join(heads)}: run `imgsim db upgrade`")]
+    findings: list[Finding] = []
+    with engine.connect() as conn:
+        for spec in MODELS.values():
+            findings += _table_findings(conn, spec)
+        failures = health.count_failures(conn)
+    if failures:
+        findings.append(Finding("failures", None, None, failures, f"{failures} files could not be ingested "
+                                                                  f"(see `imgsim failures`)", repairable=False))
+    return findings
+
+
+def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
+    found = []
+    stored = health.stored_methods(conn, spec)
+    for name in health.invalid_indexes(conn, spec):
+        found.append(Finding("invalid-index", spec.name, None, 0, f"{name} was left invalid by a stopped build"))
+    for method, n in stored.items():
+        try:
+            indexed = embeddings.has_index(conn, spec, method)
+            get_method(method)
+        except UnknownMethod:
+            found.append(Finding("index", spec.name, method, n, f"rows of an unknown method {method!r}",
+                                 repairable=False))
+            continue
+        if not indexed:
+            found.append(Finding("index", spec.name, method, n, f"{n} images without an HNSW index"))
+    owed = [(d, whitened_name(d)) for d in health.whitened_descriptors(conn, spec.name) if d in stored]
+    owed += [(m.removesuffix(f"+{AUGMENTED}"), m) for m in stored if m.endswith(f"+{AUGMENTED}")]
+    for source, target in owed:
+        missing = len(embeddings.ids_without(conn, spec, source, target))
+        if missing:
+            found.append(Finding("rows", spec.name, target, missing, f"{missing} images have {source} rows but "
+                                                                     f"no {target} rows"))
+    for kind in health.graph_kinds(conn, spec.name):
+        missing = health.graph_owed(conn, spec, kind)
+        if missing:
+            found.append(Finding("graph", spec.name, f"gem+{kind}", missing,
+                                 f"{missing} images have no match-graph rows ({kind})"))
+    return found
+
+
+def repair(engine: Engine, url: str, findings: list[Finding],
+           progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+    """Fix what can be fixed, in dependency order (schema, indexes, rows, graph); marks each."""
+    order = ["revision", "invalid-index", "index", "rows", "graph"]
+    for finding in sorted((f for f in findings if f.repairable), key=lambda f: order.index(f.kind)):
+        spec = MODELS.get(finding.model) if finding.model else None
+        if finding.kind == "revision":
+            migrate.upgrade(url=url)
+        elif finding.kind == "invalid-index":
+            with_retry(lambda: _drop_invalid(engine, spec, finding.message.split()[0]))
+        elif finding.kind == "index":
+            with_retry(lambda: _build_index(engine, spec, finding.method))
+        elif finding.kind == "rows":
+            _fill_rows(engine, spec, finding.method)
+        elif finding.kind == "graph":
+            update_graph(engine, spec, get_method(finding.method), progress=progress)
+        finding.repaired = True
+    return findings
+
+
+def _drop_invalid(engine: Engine, spec: ModelSpec, name: str) -> None:
+    with engine.begin() as conn:
+        health.drop_invalid_index(conn, spec, name)
+
+
+def _build_index(engine: Engine, spec: ModelSpec, method: str) -> None:
+    with engine.begin() as conn:
+        embeddings.ensure_index(conn, spec, method)
+
+
+def _fill_rows(engine: Engine, spec: ModelSpec, target: str) -> None:
+    if target.endswith(f"+{AUGMENTED}"):
+        with_retry(lambda: augment_missing(engine, spec, target.removesuffix(f"+{AUGMENTED}")))
+    else:
+        whiten_missing(engine, spec, get_method(target).raw)

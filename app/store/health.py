@@ -1,0 +1,57 @@
+"""What ``imgsim db check`` reads: the schema's revision, the methods stored per table and their
+HNSW indexes, rows a collection step still owes, and recorded failures. Read-only queries; some
+scan whole tables, so they belong to an explicit check, not to every command."""
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from app.describe.registry import ModelSpec
+
+def stored_methods(conn: Connection, spec: ModelSpec) -> dict[str, int]:
+    """method -> number of images with a whole-image row, for every method stored in the table."""
+    rows = conn.execute(text(f"SELECT method, count(*) FROM {spec.table} WHERE region = 0 GROUP BY method"))
+    return dict(rows.all())
+
+
+def invalid_indexes(conn: Connection, spec: ModelSpec) -> list[str]:
+    """Indexes of the table that a build interrupted left unusable (``indisvalid`` false)."""
+    rows = conn.execute(text("SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                             "WHERE i.indrelid = to_regclass(:table) AND NOT i.indisvalid"), {"table": spec.table})
+    return [r[0] for r in rows]
+
+
+def drop_invalid_index(conn: Connection, spec: ModelSpec, name: str) -> None:
+    """Drop an index that ``invalid_indexes`` reported (the name comes from the catalog, checked here)."""
+    if name not in invalid_indexes(conn, spec):
+        raise ValueError(f"{name} is not an invalid index of {spec.table}")
+    conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
+
+
+def whitened_descriptors(conn: Connection, model: str) -> list[str]:
+    rows = conn.execute(text("SELECT method FROM whitening WHERE model = :model ORDER BY method"), {"model": model})
+    return [r[0] for r in rows]
+
+
+def graph_kinds(conn: Connection, model: str) -> list[str]:
+    rows = conn.execute(text("SELECT DISTINCT kind FROM match_graph WHERE model = :model ORDER BY kind"),
+                        {"model": model})
+    return [r[0] for r in rows]
+
+
+def graph_owed(conn: Connection, spec: ModelSpec, kind: str) -> int:
+    """Images with vectors in the model's table and ``kind`` local features but no graph row."""
+    return conn.execute(text(
+        f"SELECT count(*) FROM local_features f WHERE f.kind = :kind "
+        f"AND EXISTS (SELECT 1 FROM {spec.table} e WHERE e.image_id = f.image_id) "
+        f"AND NOT EXISTS (SELECT 1 FROM match_graph g WHERE g.model = :model AND g.kind = :kind "
+        f"AND g.image_id = f.image_id)"), {"kind": kind, "model": spec.name}).scalar()
+
+
+def count_failures(conn: Connection) -> int:
+    return conn.execute(text("SELECT count(*) FROM failures")).scalar()
+
+
+def tables_exist(conn: Connection) -> bool:
+    return conn.execute(text("SELECT to_regclass('images') IS NOT NULL AND to_regclass('whitening') IS NOT NULL "
+                             "AND to_regclass('match_graph') IS NOT NULL")).scalar()
+
