@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from app.retrieval.hits import Hit
-from app.retrieval.rerank import FUSION_WEIGHT, background_weights, fuse, order, through_graph
+from app.describe.local import MIN_INLIERS
+from app.retrieval.rerank import FUSION_WEIGHT, background_weights, fuse, order, through_graph, verified_scores
 
 
 def test_graph_expansion_adds_the_verified_neighbours_of_verified_candidates():
@@ -31,3 +32,10 @@ def test_fusion_and_order_put_verified_first_and_keep_the_rest_in_first_stage_or
     ranked = order(hits, fused, known, {2: np.arange(12), 3: np.arange(12), 1: np.arange(4)}, query_id=9)
     assert [h.image_id for h in ranked] == [9, 2, 3, 1]  # equal inliers: the first stage breaks the tie
     assert (ranked[3].inliers, ranked[3].score) == (4, None)  # weak: counted, not scored
+
+
+def test_a_candidate_is_verified_from_ten_inliers():
+    assert MIN_INLIERS == 10
+    points = np.stack([np.arange(40) * 100.0, np.zeros(40)], axis=1).astype(np.float32)  # far apart: weight 1
+    inliers = {1: np.arange(10), 2: np.arange(10, 19), 3: np.array([], int)}
+    assert verified_scores(points, inliers) == pytest.approx({1: 10.0})

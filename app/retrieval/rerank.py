@@ -50,6 +50,12 @@ def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray]) -> di
     return {i: float(weights[np.searchsorted(used, inliers[i])].sum()) for i in ids}
 
 
+def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray]) -> dict[int, float]:
+    """Background-weighted scores of the verified candidates: those with at least MIN_INLIERS
+    inliers (fewer are weak: counted, never scored)."""
+    return background_weights(points, {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS})
+
+
 class Verifier:
     """Spatial verification of candidates against one query, remembering every result."""
 
@@ -64,9 +70,7 @@ class Verifier:
             self.inliers[image_id] = verify(self.q, Prepared(features, self.method.local))
 
     def scores(self) -> dict[int, float]:
-        """Background-weighted scores of the verified candidates (>= MIN_INLIERS inliers)."""
-        verified = {i: kp for i, kp in self.inliers.items() if len(kp) >= MIN_INLIERS}
-        return background_weights(self.q.points, verified)
+        return verified_scores(self.q.points, self.inliers)
 
 
 def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query,

@@ -1,0 +1,135 @@
+"""Mutation check: break rules the test suite must defend, one at a time, and show that the
+tests naming each rule fail.
+
+Each mutation replaces one exact piece of text in a copy of the tree (never this checkout), runs
+the tests that name the rule against the real database and models, and expects a failure. A
+mutation whose text is not found is an error of this script (the code moved: update the table).
+Prints a table and writes docs/mutation.md.
+
+    scripts/mutation_check [--only SUBSTRING]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    rule: str
+    path: str
+    before: str
+    after: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = [
+    Mutation("a candidate is verified from 10 inliers (-> 3)", "app/describe/local.py",
+             "MIN_INLIERS = 10", "MIN_INLIERS = 3", ("tests/test_retrieval_rerank.py",)),
+    Mutation("EXIF orientation is applied (ignored)", "app/files/images.py",
+             "image = ImageOps.exif_transpose(image)", "image = image",
+             ("tests/test_bad_input.py::test_exif_orientation_is_applied",)),
+    Mutation("whitening shrinks by the mean eigenvalue (no shrinkage)", "app/describe/vectors.py",
+             "shrunk = eigval + eigval.mean()", "shrunk = eigval", ("tests/test_describe_vectors.py",)),
+    Mutation("images: ON CONFLICT DO NOTHING (dropped)", "app/store/images.py",
+             "ON CONFLICT (sha256) DO NOTHING RETURNING id", "RETURNING id",
+             ("tests/test_faults.py::test_concurrent_inserts_count_each_new_image_once",)),
+    Mutation("new images counted from the insert's own rows (from all rows)", "app/store/images.py",
+             "inserted = len(result.all())", "inserted = len(rows)",
+             ("tests/test_faults.py::test_concurrent_inserts_count_each_new_image_once",)),
+    Mutation("only retryable errors are retried (all are)", "app/store/retry.py",
+             "if delay is None or not retryable(exc):", "if delay is None:", ("tests/test_store_retry.py",)),
+    Mutation("errors are one line (tracebacks)", "app/cli/boundary.py",
+             'if DEBUG["on"]:', "if True:",
+             ("tests/test_faults.py::test_database_faults_are_one_line_without_the_password",)),
+    Mutation("a second collection job waits for the first (does not)", "app/store/locks.py",
+             'if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():', "if False:",
+             ("tests/test_faults.py::test_two_whitenings_at_once_wait_for_each_other",)),
+    Mutation("a first load drops its index while it writes (never drops it)", "app/ingestion/writer.py",
+             "embeddings.drop_index(conn, spec, self.method.raw)", "pass",
+             ("tests/test_faults.py::test_a_first_load_drops_its_index_only_while_it_writes",)),
+    Mutation("a backslash in a name is escaped (not)", "app/files/paths.py",
+             '_STORE = {0x5C: "\\\\\\\\", ', "_STORE = {",
+             ("tests/test_faults.py::test_path_text_is_one_to_one_and_reversible",)),
+    Mutation("label files are read with a byte bound (no bound check)", "app/files/labels.py",
+             "if len(data) > max_bytes:", "if False:",
+             ("tests/test_faults.py::test_labels_are_read_with_a_bound",)),
+    Mutation("the stored size is the photo's (the decode's)", "app/ingestion/reader.py",
+             "width, height = photo_size(data)", "width, height = image.width, image.height",
+             ("tests/test_faults.py::test_stored_size_is_the_photos_not_the_reduced_decodes",)),
+    Mutation("an unusable IMGSIM_HOME is refused in one line (not checked)", "app/store/db.py",
+             "    prepare_home(pgdata)\n", "",
+             ("tests/test_faults.py::test_an_unusable_home_is_refused_in_one_line",)),
+]
+
+
+def copy_tree(target: Path) -> None:
+    shutil.copytree(ROOT, target, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "out", "__pycache__", "*.egg-info", "docs"))
+
+
+def run(tree: Path, mutation: Mutation) -> tuple[bool, float, str]:
+    """Apply ``mutation`` in ``tree``, run its tests, restore; (caught, seconds, last line)."""
+    path = tree / mutation.path
+    original = path.read_text()
+    if original.count(mutation.before) != 1:
+        raise SystemExit(f"{mutation.path}: the text of {mutation.rule!r} is not there once; update MUTATIONS")
+    path.write_text(original.replace(mutation.before, mutation.after))
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run([str(PYTHON), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
+                              cwd=tree, capture_output=True, text=True, timeout=900)
+    finally:
+        path.write_text(original)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return proc.returncode == 1, time.perf_counter() - started, lines[-1] if lines else proc.stderr[-200:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="Run the mutations whose rule contains this text.")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or args.only in m.rule]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="imgsim-mutation-") as tmp:
+        tree = Path(tmp) / "tree"
+        copy_tree(tree)
+        clean = subprocess.run([str(PYTHON), "-c", "import app, sys; print(app.__file__)"], cwd=tree,
+                               capture_output=True, text=True).stdout.strip()
+        assert clean.startswith(str(tree)), f"the copy imports {clean}, not its own app/"
+        for mutation in chosen:
+            caught, seconds, last = run(tree, mutation)
+            rows.append((mutation, caught, seconds, last))
+            print(f"{'caught ' if caught else 'MISSED '} {seconds:6.1f} s  {mutation.rule}: {last}", flush=True)
+    write_report(rows)
+    if not all(caught for _, caught, _, _ in rows):
+        raise SystemExit(1)
+
+
+def write_report(rows) -> None:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Mutation check", "",
+        f"`scripts/mutation_check` on {when}, {platform.processor() or platform.machine()}: each rule below was "
+        "broken in a copy of the tree and the tests that name it were run against the real database and models.",
+        "", "| rule (mutation) | file | tests | caught | s |", "|---|---|---|---|---|",
+    ]
+    for m, caught, seconds, _ in rows:
+        tests = ", ".join(f"`{t.split('::')[-1]}`" for t in m.tests)
+        lines.append(f"| {m.rule} | `{m.path}` | {tests} | {'yes' if caught else '**no**'} | {seconds:.0f} |")
+    (ROOT / "docs" / "mutation.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
