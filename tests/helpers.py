@@ -45,6 +45,24 @@ def count(url: str, sql: str) -> int:
         return conn.execute(sql).fetchone()[0]
 
 
+def store_random_vectors(spec, method: str, n: int, seed: int = 5) -> list[int]:
+    """``n`` images with random unit vectors of ``method``, written through the store (no model
+    needed); their ids in order."""
+    from app.store.db import get_engine
+    from app.store.embeddings import write_embeddings
+    from app.store.images import insert_images
+
+    rng = np.random.default_rng(seed)
+    rows = [{"sha256": f"{seed:04d}{i:060x}", "path": f"/synthetic/{seed}/{i}.jpg", "width": 10, "height": 10,
+             "label": None} for i in range(n)]
+    vectors = rng.normal(size=(n, spec.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with get_engine().begin() as conn:
+        ids, _ = insert_images(conn, rows)
+        write_embeddings(conn, spec, method, [(ids[r["sha256"]], 0, v) for r, v in zip(rows, vectors)])
+    return [ids[r["sha256"]] for r in rows]
+
+
 def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -14,7 +14,7 @@ from app.retrieval.search import similar
 from app.store.ddl import index_name
 from app.store.embeddings import stored_vectors
 from app.store.knn import knn_sql
-from tests.helpers import LITE0, ingest_lite0, make_images
+from tests.helpers import LITE0, ingest_lite0, make_images, store_random_vectors
 
 
 def test_whitening_is_fitted_stored_and_used(engine, lite0_embedders, calendar):
@@ -35,6 +35,21 @@ def test_whitening_is_fitted_stored_and_used(engine, lite0_embedders, calendar):
     Ingestor(engine, [LITE0], get_method("gem"), embedders=lite0_embedders).run(extra)
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+w'")).scalar() == 19
+
+
+def test_a_refit_rewrites_every_whitened_row_with_the_new_fit(engine):
+    from app.describe.vectors import apply_whitening
+    from app.store.whitening import load_whitening
+
+    ids = store_random_vectors(LITE0, "gem", 60)
+    whiten_collection(engine, LITE0, "gem")
+    whiten_collection(engine, LITE0, "gem", fit_ids=ids[:50])  # another fit: every +w row must follow it
+    with engine.connect() as conn:
+        version, mean, projection = load_whitening(conn, LITE0.name, "gem")
+        raw_ids, raw = stored_vectors(conn, LITE0, "gem")
+        whitened_ids, whitened = stored_vectors(conn, LITE0, "gem+w")
+    assert version == 2 and raw_ids == whitened_ids == ids
+    np.testing.assert_allclose(whitened, apply_whitening(raw, mean, projection), atol=1e-5)
 
 
 def test_dba_rows_are_written_indexed_and_searched(engine, lite0_embedders, calendar):

@@ -13,13 +13,12 @@ import threading
 import uuid
 from pathlib import Path
 
-import numpy as np
 import psycopg
 import pytest
 
 from app.files.paths import path_text
 from app.store.locks import lock_key
-from tests.helpers import LITE0, count, make_images, wait_for
+from tests.helpers import LITE0, count, make_images, store_random_vectors, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,28 +194,12 @@ def test_server_restarted_during_an_ingest_is_retried_and_the_job_finishes(own_d
 
 
 # ---- two jobs at once -----------------------------------------------------------------------------
-def _store_synthetic_gem(n: int) -> None:
-    """``n`` images with random unit ``gem`` vectors, written through the store (no model needed)."""
-    from app.store.db import get_engine
-    from app.store.embeddings import write_embeddings
-    from app.store.images import insert_images
-
-    rng = np.random.default_rng(5)
-    rows = [{"sha256": f"{i:064x}", "path": f"/synthetic/{i}.jpg", "width": 10, "height": 10, "label": None}
-            for i in range(n)]
-    vectors = rng.normal(size=(n, LITE0.dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    with get_engine().begin() as conn:
-        ids, _ = insert_images(conn, rows)
-        write_embeddings(conn, LITE0, "gem", [(ids[r["sha256"]], 0, v) for r, v in zip(rows, vectors)])
-
-
 def _waiting_on_advisory_locks(url: str) -> int:
     return count(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
 
 
 def test_two_whitenings_at_once_wait_for_each_other(database):
-    _store_synthetic_gem(60)
+    store_random_vectors(LITE0, "gem", 60)
     whiten = [sys.executable, "-m", "app.cli", "index", "whiten", "--method", "gem"]
     with psycopg.connect(database, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("job", LITE0.table, "gem+w")])
@@ -375,7 +358,7 @@ def test_a_first_load_drops_its_index_only_while_it_writes(engine, lite0_embedde
 def test_db_check_finds_and_repairs_rows_a_stopped_job_owes(database):
     from app import api
 
-    _store_synthetic_gem(60)
+    store_random_vectors(LITE0, "gem", 60)
     api.whiten(LITE0.name, "gem")
     api.augment(LITE0.name, "gem+w+dba")
     with psycopg.connect(database, autocommit=True) as conn:  # what a job stopped half-way leaves

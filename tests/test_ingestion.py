@@ -106,3 +106,31 @@ def test_first_load_builds_the_index_after_the_copy(engine, embedders, tmp_path)
     with engine.connect() as conn:
         names = {r[0] for r in conn.execute(text(f"SELECT indexname FROM pg_indexes WHERE tablename = '{SMALL.table}'"))}
     assert f"ix_{SMALL.table}_global_hnsw" in names
+
+
+def test_a_fixed_file_clears_its_failure_on_the_next_run(engine, embedders, tmp_path):
+    (tmp_path / "fixed.jpg").write_text("not yet an image")
+    assert [f.path.name for f in _ingestor(engine, embedders).run(tmp_path).failed] == ["fixed.jpg"]
+    make_images(tmp_path, ["fixed.jpg"], seed=3)
+    report = _ingestor(engine, embedders).run(tmp_path)
+    assert report.new_images == 1 and not report.failed
+    with engine.connect() as conn:
+        assert list_failures(conn) == []
+
+
+def test_files_over_the_byte_limit_fail_and_files_at_it_pass(engine, embedders, tmp_path, monkeypatch):
+    from app.config import get_settings
+
+    small, large = make_images(tmp_path, ["small.png", "large.png"], seed=4)
+    large.write_bytes(large.read_bytes() + b"\0" * 64)  # trailing bytes: still a PNG, now the larger file
+    limit = small.stat().st_size
+    assert large.stat().st_size > limit
+    monkeypatch.setenv("IMGSIM_MAX_FILE_BYTES", str(limit))
+    get_settings.cache_clear()
+    try:
+        report = _ingestor(engine, embedders).run(tmp_path)
+    finally:
+        get_settings.cache_clear()
+    assert report.new_images == 1
+    assert [(f.path.name, f.reason) for f in report.failed] == [
+        ("large.png", f"file too large: {large.stat().st_size} bytes (limit {limit}, IMGSIM_MAX_FILE_BYTES)")]

@@ -126,18 +126,3 @@ def test_hostile_strings_in_names_labels_and_arguments_change_nothing(database, 
     assert {os.path.basename(p) for p in stored} == set(names)
     assert {"images", "failures", "emb_efficientnet_lite0"} <= tables
     assert not (tmp_path / "x'); DROP TABLE images; --").exists()
-
-
-def test_migrations_keep_whole_image_rows_under_data(database, tmp_path):
-    from app.store import migrate
-
-    folder = tmp_path / "photos"
-    make_images(folder, [f"m{i}.png" for i in range(6)], seed=41)
-    subprocess.run(_ingest_cmd(folder), env=_env(), check=True, capture_output=True)
-    before = _stored(database)
-    migrate.downgrade("0002")  # drops regions, local features, whitening; keeps whole-image rows
-    with psycopg.connect(database) as conn:
-        assert conn.execute("SELECT count(*) FROM emb_efficientnet_lite0").fetchone()[0] == 6
-    migrate.upgrade("head")
-    after = _stored(database)
-    assert sorted(before[0]) == sorted(after[0]) and sorted(before[1]) == sorted(after[1])

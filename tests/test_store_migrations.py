@@ -71,3 +71,57 @@ def test_stepwise_downgrade_removes_only_the_later_models(database):
     assert "emb_resnet50" in tables and "emb_efficientnet_lite0" not in tables
     migrate.upgrade("head")
     assert "emb_efficientnet_lite0" in _tables(database)
+
+
+def _fill_every_kind_of_row(n: int = 5):
+    """Whole-image and region rows of two methods, local features, a whitening fit and a graph
+    row, written through the store (no model needed). Returns the whole-image rows."""
+    import numpy as np
+
+    from app.describe.local import LocalFeatures
+    from app.describe.registry import get_model
+    from app.store.db import get_engine
+    from app.store.embeddings import write_embeddings
+    from app.store.graph import write_graph
+    from app.store.images import insert_images
+    from app.store.local import write_local
+    from app.store.whitening import save_whitening
+
+    spec, rng = get_model("efficientnet-lite0"), np.random.default_rng(3)
+    rows = [{"sha256": f"{i:064x}", "path": f"/m/{i}.jpg", "width": 8, "height": 6, "label": None} for i in range(n)]
+    with get_engine().begin() as conn:
+        ids, _ = insert_images(conn, rows)
+        image_ids = [ids[r["sha256"]] for r in rows]
+        vectors = rng.normal(size=(n, 4, spec.dim)).astype(np.float32)
+        write_embeddings(conn, spec, "global", [(i, 0, v[0]) for i, v in zip(image_ids, vectors)])
+        write_embeddings(conn, spec, "rmac", [(i, r, v[r]) for i, v in zip(image_ids, vectors) for r in range(4)])
+        features = LocalFeatures(rng.random((3, 2), dtype=np.float32), rng.integers(0, 255, (3, 128), np.uint8))
+        write_local(conn, "sift", [(i, features) for i in image_ids])
+        save_whitening(conn, spec.name, "rmac", n, np.zeros(spec.dim), np.eye(spec.dim, dtype=np.float32))
+        write_graph(conn, spec.name, "sift", [(image_ids[0], {image_ids[1]: 12.0})])
+    return {(i, m): v for i, v in zip(image_ids, vectors) for m in ("global", "rmac")}
+
+
+def test_downgrades_under_data_delete_exactly_what_the_later_schema_added(database):
+    import numpy as np
+
+    from app.store.embeddings import as_array
+
+    whole = _fill_every_kind_of_row()
+    migrate.downgrade("0003")  # the match graph goes
+    assert "match_graph" not in _tables(database) and {"local_features", "whitening"} <= _tables(database)
+    migrate.downgrade("0002")  # regions, local features and whitening go; whole-image rows stay
+    assert not {"local_features", "whitening"} & _tables(database)
+    with psycopg.connect(database) as conn:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        kept = {(i, m): v for i, m, v in conn.execute("SELECT image_id, method, embedding FROM emb_efficientnet_lite0")}
+    assert kept.keys() == whole.keys()  # one row per image and method, the region rows deleted
+    assert all(np.allclose(as_array(kept[key]), whole[key][0]) for key in whole)
+    migrate.upgrade("head")
+    with psycopg.connect(database) as conn:
+        regions = conn.execute("SELECT count(*), count(*) FILTER (WHERE region = 0) FROM emb_efficientnet_lite0").fetchone()
+        emptied = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                   for t in ("local_features", "whitening", "match_graph")]
+    assert regions == (10, 10) and emptied == [0, 0, 0]
