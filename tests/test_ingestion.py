@@ -134,3 +134,25 @@ def test_files_over_the_byte_limit_fail_and_files_at_it_pass(engine, embedders, 
     assert report.new_images == 1
     assert [(f.path.name, f.reason) for f in report.failed] == [
         ("large.png", f"file too large: {large.stat().st_size} bytes (limit {limit}, IMGSIM_MAX_FILE_BYTES)")]
+
+
+def test_a_2048_d_model_stores_real_embeddings_and_searches_them_through_halfvec(engine, tmp_path):
+    from app.retrieval.search import similar
+    from app.store.knn import knn_sql
+
+    resnet = get_model("resnet50")  # 2048-d: indexed as halfvec (HNSW takes vector up to 2000 dims)
+    make_images(tmp_path, [f"r{i}.jpg" for i in range(8)], seed=6)
+    Ingestor(engine, [resnet], GLOBAL, embedders={f"{resnet.name}/global": Embedder(resnet, GLOBAL, pretrained=False)},
+             pretrained=False).run(tmp_path)
+    with engine.connect() as conn:
+        ids, vectors = stored_vectors(conn, resnet, "global")
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        explain = text("EXPLAIN " + knn_sql(resnet, "global"))
+        plan = "\n".join(r[0] for r in conn.execute(explain, {"q": vectors[0], "k": 3}))
+    assert len(ids) == 8 and vectors.shape == (8, 2048)
+    assert f"ix_{resnet.table}_global_hnsw" in plan
+    for i, image_id in enumerate(ids):
+        hits = similar(image_id, resnet.name, k=8, method="global", engine=engine)
+        expected = 1.0 - vectors @ vectors[i]
+        assert hits[0].image_id == image_id and hits[0].distance == pytest.approx(0.0, abs=2e-3)
+        assert max(abs(h.distance - expected[ids.index(h.image_id)]) for h in hits) < 2e-3  # half precision

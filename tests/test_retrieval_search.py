@@ -66,3 +66,35 @@ def test_explain_uses_the_hnsw_index(engine, model):
 def test_unknown_id_is_a_clear_error(engine):
     with pytest.raises(QueryError, match="no efficientnet-lite0/global embedding"):
         similar(999999, "efficientnet-lite0", method="global", engine=engine)
+
+
+def test_rows_of_other_methods_and_regions_never_reach_a_global_search(engine):
+    spec = get_model("efficientnet-lite0")
+    ids, vectors = _fill(engine, spec, 10)
+    query = np.random.default_rng(9).normal(size=spec.dim).astype(np.float32)
+    query /= np.linalg.norm(query)
+    with engine.begin() as conn:  # the same images' gem row and rmac region rows are the query itself
+        write_embeddings(conn, spec, "gem", [(i, 0, query) for i in ids])
+        write_embeddings(conn, spec, "rmac", [(i, r, query) for i in ids for r in range(4)])
+    with engine.begin() as conn:
+        hits = nearest(conn, spec, "global", query, k=20)
+        gem = nearest(conn, spec, "gem", query, k=20)
+    assert sorted(h.image_id for h in hits) == sorted(ids)  # each image once, none from another method
+    expected = dict(zip(ids, 1.0 - vectors @ query))
+    assert max(abs(h.distance - expected[h.image_id]) for h in hits) < 1e-5
+    assert len(gem) == 10 and max(h.distance for h in gem) < 1e-6
+
+
+def test_query_expansion_adds_the_top_three_results_other_than_the_query_itself(engine):
+    from app.describe.vectors import expand
+    from app.retrieval.shortlist import expand_query
+
+    spec = get_model("efficientnet-lite0")
+    ids, vectors = _fill(engine, spec, 12)
+    with engine.begin() as conn:
+        hits = nearest(conn, spec, "global", vectors[0], k=6)
+        expanded = expand_query(conn, spec, GLOBAL, vectors[:1], hits)
+    assert hits[0].image_id == ids[0] and hits[0].distance < 1e-6  # the query itself: never added to itself
+    top = hits[1:4]
+    wanted = expand(vectors[0], [vectors[ids.index(h.image_id)] for h in top], [h.distance for h in top], alpha=3.0)
+    np.testing.assert_allclose(expanded[0], wanted, atol=1e-5)
