@@ -73,3 +73,26 @@ def test_duplicates_groups_copies_of_the_same_image(engine, lite0_embedders, tmp
     assert [len(g) for g in find_duplicates(engine, LITE0, get_method("gem"), threshold=2.0)] == [6]
     loose = find_duplicates(engine, LITE0, get_method("gem+sift"), threshold=2.0)
     assert [sorted(item["path"].rsplit("/", 1)[-1] for item in group) for group in loose] == names
+
+
+def test_without_a_graph_a_verified_search_expands_once_through_its_best_match(engine, lite0_embedders, calendar,
+                                                                               monkeypatch):
+    """Images the first stage missed are verified through the best match's own neighbours."""
+    from app.files.labels import read_labels
+    from app.retrieval import rerank
+    from app.retrieval.query import resolve_query
+    from app.retrieval.shortlist import first_stage
+
+    folder, labels = calendar
+    method = get_method("gem+sift")
+    Ingestor(engine, [LITE0], method, embedders=lite0_embedders, graph=False).run(folder, read_labels(labels))
+    monkeypatch.setattr(rerank, "SHORTLIST", 8)  # the expansion's shortlist: 8 of the best match's nearest
+    with engine.connect() as conn:
+        query = resolve_query(conn, folder / "1.jpg", LITE0, method, None)
+        shortlist = first_stage(conn, LITE0, method, query.vectors, 4, None)  # the query and its 3 nearest
+        ranked = rerank.rerank(conn, LITE0, method, query, shortlist, None)
+    verified = [h for h in ranked if h.score is not None]
+    first = {h.image_id for h in shortlist}
+    reached = [h for h in verified if h.image_id not in first]
+    assert any(h.label == "january" for h in reached), "the best match's own neighbours were not verified"
+    assert ranked[0].image_id in first and ranked[1].label == "january"

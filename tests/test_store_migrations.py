@@ -121,7 +121,8 @@ def test_downgrades_under_data_delete_exactly_what_the_later_schema_added(databa
     assert all(np.allclose(as_array(kept[key]), whole[key][0]) for key in whole)
     migrate.upgrade("head")
     with psycopg.connect(database) as conn:
-        regions = conn.execute("SELECT count(*), count(*) FILTER (WHERE region = 0) FROM emb_efficientnet_lite0").fetchone()
+        regions = conn.execute("SELECT count(*), count(*) FILTER (WHERE region = 0) "
+                               "FROM emb_efficientnet_lite0").fetchone()
         emptied = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                    for t in ("local_features", "whitening", "match_graph")]
     assert regions == (10, 10) and emptied == [0, 0, 0]

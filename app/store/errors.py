@@ -68,7 +68,8 @@ def describe(exc: BaseException, url: str | None = None) -> DatabaseFault | None
     if isinstance(orig, psycopg.errors.UndefinedTable):
         return DatabaseFault(f"the database is not migrated ({detail}); run `imgsim db upgrade`", False)
     if isinstance(orig, psycopg.OperationalError) and ("authentication" in detail or "does not exist" in detail):
-        return DatabaseFault(f"cannot connect to the database: {detail}; check the user, password and database name in DATABASE_URL", True)
+        return DatabaseFault(f"cannot connect to the database: {detail}; check the user, password and database "
+                             f"name in DATABASE_URL", True)
     lost = exc.connection_invalidated or isinstance(orig, (psycopg.errors.AdminShutdown,
                                                            psycopg.errors.CannotConnectNow))
     if lost or (isinstance(orig, psycopg.OperationalError) and any(s in detail.lower() for s in _LOST)):
