@@ -14,7 +14,6 @@ import argparse
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
