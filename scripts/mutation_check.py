@@ -4,7 +4,7 @@ tests naming each rule fail.
 Each mutation replaces one exact piece of text in a copy of the tree (never this checkout), runs
 the tests that name the rule against the real database and models, and expects a failure. A
 mutation whose text is not found is an error of this script (the code moved: update the table).
-Prints a table and writes docs/mutation.md.
+Prints a line per mutation; a whole run (no ``--only``) also writes docs/mutation.md.
 
     scripts/mutation_check [--only SUBSTRING]
 """
@@ -129,16 +129,27 @@ def main() -> None:
             caught, seconds, last = run(tree, mutation)
             rows.append((mutation, caught, seconds, last))
             print(f"{'caught ' if caught else 'MISSED '} {seconds:6.1f} s  {mutation.rule}: {last}", flush=True)
-    write_report(rows)
+    if not args.only:  # the report lists every rule
+        write_report(rows)
     if not all(caught for _, caught, _, _ in rows):
         raise SystemExit(1)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_report(rows) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Mutation check", "",
-        f"`scripts/mutation_check` on {when}, {platform.processor() or platform.machine()}: each rule below was "
+        f"`scripts/mutation_check` on {when}, {cpu_name()}: each rule below was "
         "broken in a copy of the tree and the tests that name it were run against the real database and models.",
         "", "| rule (mutation) | file | tests | caught | s |", "|---|---|---|---|---|",
     ]

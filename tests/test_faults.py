@@ -167,6 +167,8 @@ def test_server_stopped_during_a_first_load_gives_one_line_and_check_repairs(own
     assert stop_embedded(pgdata)
     status, stderr = job.finish(timeout=120)
     assert status == 4 and "cannot reach the database" in error_line(subprocess.CompletedProcess([], 4, "", stderr))
+    search = imgsim("search", "1", "--method", "global")  # and a search while it is down
+    assert search.returncode == 4 and "cannot reach the database" in error_line(search)
     embedded_uri(pgdata)
     found = imgsim("db", "check")
     assert found.returncode == 1 and "without an HNSW index" in found.stdout

@@ -14,9 +14,13 @@ from app.store.knn import knn_sql, nearest
 GLOBAL = get_method("global")
 
 
-def _fill(engine, spec, n, seed=0):
+def _fill(engine, spec, n, seed=0, spread=None):
+    """``n`` stored images with random unit vectors (with ``spread``: scattered around one
+    direction, so that they are near each other)."""
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, spec.dim)).astype(np.float32)
+    if spread is not None:
+        vectors = rng.normal(size=spec.dim).astype(np.float32) + spread * vectors
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [{"sha256": f"{seed:02d}{i:062d}", "path": f"/img/{i}.jpg", "width": 10, "height": 10,
              "label": f"g{i % 3}"} for i in range(n)]
@@ -90,7 +94,7 @@ def test_query_expansion_adds_the_top_three_results_other_than_the_query_itself(
     from app.retrieval.shortlist import expand_query
 
     spec = get_model("efficientnet-lite0")
-    ids, vectors = _fill(engine, spec, 12)
+    ids, vectors = _fill(engine, spec, 12, spread=0.7)  # neighbours at cosine ~0.7: their weights count
     with engine.begin() as conn:
         hits = nearest(conn, spec, "global", vectors[0], k=6)
         expanded = expand_query(conn, spec, GLOBAL, vectors[:1], hits)
