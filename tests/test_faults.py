@@ -383,3 +383,12 @@ def test_path_text_is_one_to_one_and_reversible():
     assert len(set(texts)) == len(names)
     assert [os.fsencode(path_from_text(t)) for t in texts] == names
     assert one_line("new\nline\t\x1b[31m\u2028.jpg") == "new\\nline\\t\\x1b[31m\\u2028.jpg"
+
+
+def test_a_search_with_nothing_stored_for_its_method_says_so(database, tmp_path):
+    make_images(tmp_path, ["a.png", "b.png", "c.png"], seed=14)
+    assert imgsim("ingest", str(tmp_path), "--method", "global", "--quiet").returncode == 0
+    proc = imgsim("search", str(tmp_path / "a.png"), "--method", "gem")  # ingested with global, searched with gem
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert error_line(proc) == ("error: no efficientnet-lite0/gem vectors are stored; run "
+                                "`imgsim ingest FOLDER --model efficientnet-lite0 --method gem` first")

@@ -16,7 +16,7 @@ from app.describe.methods import DEFAULT_METHOD, Method, UnknownMethod, get_meth
 from app.describe.registry import ModelSpec, UnknownModel, resolve_models
 from app.describe.weights import WeightsUnavailable, weights_dir
 from app.evaluation.evaluate import EvaluationError
-from app.retrieval.query import MissingWhitening
+from app.retrieval.query import MissingWhitening, NothingStored
 
 # Piped output is not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -56,9 +56,16 @@ def _evaluation_hint(exc: EvaluationError) -> str | None:
     return None
 
 
+def _nothing_stored_hint(exc: NothingStored) -> str:
+    if exc.method.dba:
+        return f"run `imgsim index dba --model {exc.model} --method {exc.method.name}`"
+    return f"run `imgsim ingest FOLDER --model {exc.model} --method {exc.method.name}` first"
+
+
 # Library errors say what is wrong; the CLI adds which command fixes it.
 HINTS: dict[type, Callable[[Exception], str | None]] = {
     WeightsUnavailable: _weights_hint,
+    NothingStored: _nothing_stored_hint,
     MissingWhitening: lambda exc: f"run `imgsim index whiten --model {exc.model} --method {exc.descriptor}`",
     EvaluationError: _evaluation_hint,
     AugmentError: lambda exc: "run `imgsim index whiten` first" if exc.needs_whitening else None,

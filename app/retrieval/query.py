@@ -34,6 +34,14 @@ class MissingWhitening(QueryError):
         self.model, self.descriptor = model, descriptor
 
 
+class NothingStored(QueryError):
+    """A search found no stored vectors of its model and method (an empty answer is never silent)."""
+
+    def __init__(self, model: str, method: Method):
+        super().__init__(f"no {model}/{method.stored} vectors are stored")
+        self.model, self.method = model, method
+
+
 @dataclass
 class Query:
     vectors: np.ndarray  # (R, dim) in the searched space; row 0 = whole image

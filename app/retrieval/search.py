@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine
 from app.describe.methods import DEFAULT_METHOD, QE_TOP, SHORTLIST, Method, get_method
 from app.describe.registry import ModelSpec, get_model
 from app.retrieval.hits import Hit
-from app.retrieval.query import Query, QueryError, effective_method, resolve_query
+from app.retrieval.query import NothingStored, Query, QueryError, effective_method, resolve_query
 from app.retrieval.rerank import rerank
 from app.retrieval.shortlist import expand_query, first_stage, warn_if_unindexed
 from app.store.db import get_engine
@@ -36,4 +36,7 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
     with (engine or get_engine()).begin() as conn:
         meth = effective_method(conn, spec, meth)
         warn_if_unindexed(conn, spec, meth)
-        return rank(conn, spec, meth, resolve_query(conn, query, spec, meth, embedder), k)
+        hits = rank(conn, spec, meth, resolve_query(conn, query, spec, meth, embedder), k)
+    if not hits:  # only possible when nothing of this model and method is stored
+        raise NothingStored(spec.name, meth)
+    return hits

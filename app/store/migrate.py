@@ -9,14 +9,30 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
+from app.config import get_settings
 from app.store.db import database_url, dispose_engines
+from app.store.errors import DatabaseConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the package runs from one
+
+
+def migrations_root() -> Path:
+    """The folder that holds ``alembic.ini`` and ``alembic/``: ``IMGSIM_MIGRATIONS``, else the
+    checkout this package runs from, else the current folder (an installed wheel carries only
+    ``app``; the Docker image sets ``IMGSIM_MIGRATIONS``)."""
+    configured = get_settings().migrations_dir
+    for folder in ([configured] if configured else [SOURCE_ROOT, Path.cwd()]):
+        if (folder / "alembic.ini").is_file() and (folder / "alembic" / "env.py").is_file():
+            return folder
+    where = f"IMGSIM_MIGRATIONS={configured} has" if configured else "neither the package's folder nor this one has"
+    raise DatabaseConfigError(f"cannot find the migrations: {where} alembic.ini and alembic/; set "
+                              f"IMGSIM_MIGRATIONS to the folder of the imgsim checkout that holds them")
 
 
 def alembic_config(url: str | None = None) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    root = migrations_root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "alembic"))
     config.attributes["configure_logger"] = False
     if url:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
