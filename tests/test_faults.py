@@ -392,3 +392,15 @@ def test_a_search_with_nothing_stored_for_its_method_says_so(database, tmp_path)
     assert proc.returncode == 1 and proc.stdout == ""
     assert error_line(proc) == ("error: no efficientnet-lite0/gem vectors are stored; run "
                                 "`imgsim ingest FOLDER --model efficientnet-lite0 --method gem` first")
+
+
+def test_db_check_drops_an_index_a_failed_build_left_invalid(database):
+    from app import api
+
+    store_random_vectors(LITE0, "gem", 3)
+    with psycopg.connect(database, autocommit=True) as conn:  # a concurrent build that fails leaves it invalid
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(f"CREATE UNIQUE INDEX CONCURRENTLY half_built ON {LITE0.table} (method)")
+    assert [(f["kind"], f["index"]) for f in api.check()] == [("invalid-index", "half_built")]
+    assert [f["repaired"] for f in api.check(repair=True)] == [True]
+    assert api.check() == [] and count(database, "SELECT count(*) FROM pg_indexes WHERE indexname = 'half_built'") == 0

@@ -31,6 +31,7 @@ class Finding:
     message: str
     repairable: bool = True
     repaired: bool = False
+    index: str | None = None  # the catalog name of an invalid index
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +58,8 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
     found = []
     stored = health.stored_methods(conn, spec)
     for name in health.invalid_indexes(conn, spec):
-        found.append(Finding("invalid-index", spec.name, None, 0, f"{name} was left invalid by a stopped build"))
+        found.append(Finding("invalid-index", spec.name, None, 0, f"{name} was left invalid by a stopped build",
+                             index=name))
     for method, n in stored.items():
         try:
             indexed = embeddings.has_index(conn, spec, method)
@@ -92,7 +94,7 @@ def repair(engine: Engine, url: str, findings: list[Finding],
         if finding.kind == "revision":
             migrate.upgrade(url=url)
         elif finding.kind == "invalid-index":
-            with_retry(lambda: _drop_invalid(engine, spec, finding.message.split()[0]))
+            with_retry(lambda: _drop_invalid(engine, spec, finding.index))
         elif finding.kind == "index":
             with_retry(lambda: _build_index(engine, spec, finding.method))
         elif finding.kind == "rows":
