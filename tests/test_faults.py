@@ -307,6 +307,7 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line(monkeypatch, capsys):
 
 
 def test_tensorflow_start_up_lines_stay_off_stderr(database, tmp_path):
+    store_random_vectors(LITE0, "global", 3)  # something to find
     make_images(tmp_path, ["q.jpg"], seed=4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     proc = imgsim("search", str(tmp_path / "q.jpg"), "--method", "global", env=env)
