@@ -1,4 +1,6 @@
 """The ingestion job against the real database, with a small Keras model (random weights: plumbing only)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -156,3 +158,12 @@ def test_a_2048_d_model_stores_real_embeddings_and_searches_them_through_halfvec
         expected = 1.0 - vectors @ vectors[i]
         assert hits[0].image_id == image_id and hits[0].distance == pytest.approx(0.0, abs=2e-3)
         assert max(abs(h.distance - expected[ids.index(h.image_id)]) for h in hits) < 2e-3  # half precision
+
+
+def test_stored_paths_are_absolute_whatever_folder_the_job_ran_from(engine, embedders, tmp_path, monkeypatch):
+    make_images(tmp_path / "photos", ["a.jpg", "sub/b.png"])
+    monkeypatch.chdir(tmp_path)
+    _ingestor(engine, embedders).run(Path("photos/../photos"))  # relative, and not normalised
+    with engine.connect() as conn:
+        paths = sorted(r[0] for r in conn.execute(text("SELECT path FROM images")))
+    assert paths == [str(tmp_path.resolve() / "photos" / "a.jpg"), str(tmp_path.resolve() / "photos" / "sub" / "b.png")]

@@ -105,7 +105,10 @@ class Reader:
         self.engine, self.models, self.method, self.settings, self.pool = engine, models, method, settings, pool
 
     def scan(self, root: Path) -> list[Work]:
-        """Every image file under ``root``, hashed (unreadable ones carry their error)."""
+        """Every image file under ``root``, hashed (unreadable ones carry their error). Paths are
+        absolute, under the resolved ``root`` (so a stored path opens from any folder); links
+        below it are recorded where they are, not where they point."""
+        root = Path(root).resolve()
         works = [Work(c, relative_name(c.path, root)) for c in find_images(root)]
         return list(self.pool.map(lambda w: hash_work(w, self.settings.max_file_bytes), works))
 
