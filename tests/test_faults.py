@@ -405,3 +405,18 @@ def test_db_check_drops_an_index_a_failed_build_left_invalid(database):
     assert [(f["kind"], f["index"]) for f in api.check()] == [("invalid-index", "half_built")]
     assert [f["repaired"] for f in api.check(repair=True)] == [True]
     assert api.check() == [] and count(database, "SELECT count(*) FROM pg_indexes WHERE indexname = 'half_built'") == 0
+
+
+def test_a_home_on_a_read_only_file_system_is_refused_in_one_line(tmp_path):
+    mount_point = tmp_path / "read-only"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only file system here (mount needs CAP_SYS_ADMIN); the /sys case covers "
+                    "the same check")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        proc = imgsim("db", "url", env={**env, "IMGSIM_HOME": str(mount_point / "imgsim")})
+        assert proc.returncode == 1 and "Read-only file system" in error_line(proc)
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
