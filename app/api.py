@@ -49,9 +49,11 @@ def _ready(engine: Engine | None) -> Engine:
 
 
 def similar(query, model: str | None = None, k: int = 10, method: str = DEFAULT_METHOD,
-            engine: Engine | None = None, embedder: Embedder | None = None) -> list[Hit]:
-    """The ``k`` stored images nearest to ``query`` (an image id or a file path)."""
-    return search.similar(query, _model(model).name, k, method, _ready(engine), embedder)
+            engine: Engine | None = None, embedder: Embedder | None = None,
+            max_distance: float | None = None) -> list[Hit]:
+    """The ``k`` stored images nearest to ``query`` (an image id or a file path), within
+    ``max_distance`` when given."""
+    return search.similar(query, _model(model).name, k, method, _ready(engine), embedder, max_distance)
 
 
 def ingest(folder: Path | str, models: str | list[str] | None = None, method: str | Method = DEFAULT_METHOD,

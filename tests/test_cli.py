@@ -127,3 +127,19 @@ def test_cli_methods_search_duplicates(database, calendar):
                                 "--json").stdout)
     assert (evaluation["model"], evaluation["method"], evaluation["n_queries"]) == (LITE0.name, "gem+sift", 18)
     assert evaluation["p_at_1"] == 1.0 and evaluation["map"] == pytest.approx(0.999, abs=0.015)
+
+
+def test_ingest_json_and_search_within_a_distance(database, tmp_path):
+    make_images(tmp_path, ["a.jpg", "b.png", "c.jpg"], seed=17)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    ingested = imgsim("ingest", tmp_path, "--model", MODEL, "--method", "global", "--json", check=False)
+    assert ingested.returncode == 3 and ingested.stderr == ""  # failures are in the JSON, not on stderr
+    report = json.loads(ingested.stdout)
+    assert (report["found"], report["new"], report["skipped"], report["embedded"]) == (4, 3, 0, {MODEL: 3})
+    assert report["failed"] == [{"path": str(tmp_path / "broken.jpg"), "reason": "not a recognised image format"}]
+    near = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "--method", "global",
+                             "--max-distance", "0.000001", "--json").stdout)
+    assert [h["path"] for h in near] == [str(tmp_path / "a.jpg")]  # itself, and nothing farther
+    everything = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "--method", "global",
+                                   "--max-distance", "2", "--json").stdout)
+    assert len(everything) == 3

@@ -42,18 +42,22 @@ def ingest(
     graph: Annotated[bool, typer.Option(help="With a verifying method, store the new images' verified "
                                              "neighbours (imgsim index graph) after embedding.")] = True,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ):
     """Embed every image under FOLDER (idempotent: only what is not stored yet)."""
     chosen, meth = specs(model), method(method_name)
     if not folder.is_dir():
         fail(f"{folder}: not a folder")
     try:
-        with progress(quiet) as embedding, progress(quiet, "verifying") as verifying:
-            report = api.ingest(folder, [s.name for s in chosen], meth, labels, graph, on_failure=print_failure,
-                                progress=embedding, graph_progress=verifying)
+        with progress(quiet or as_json) as embedding, progress(quiet or as_json, "verifying") as verifying:
+            report = api.ingest(folder, [s.name for s in chosen], meth, labels, graph,
+                                on_failure=None if as_json else print_failure, progress=embedding,
+                                graph_progress=verifying)
     except (LabelsError, WeightsUnavailable) as exc:
         fail_with(exc)
-    if not quiet:
+    if as_json:
+        print_json(report.as_dict())
+    elif not quiet:
         print_ingest(report)
         for result in report.graph:
             print_graph(result)
@@ -67,12 +71,14 @@ def search(
     model: OneModelOpt = None,
     k: Annotated[int, typer.Option("-k", min=1, max=10000)] = 10,
     method_name: MethodOpt = DEFAULT_METHOD,
+    max_distance: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Only results within this "
+                                                                               "cosine distance.")] = None,
     as_json: JsonOpt = False,
 ):
     """Rank stored images by cosine distance to QUERY."""
     spec, meth = one_spec(model), method(method_name)
     try:
-        hits = api.similar(query, spec.name, k, meth.name)
+        hits = api.similar(query, spec.name, k, meth.name, max_distance=max_distance)
     except (QueryError, ImageError, WeightsUnavailable) as exc:
         fail_with(exc)
     if as_json:

@@ -28,6 +28,15 @@ class IngestReport:
         done = self.found - self.skipped - len(self.failed)
         return done / self.seconds if self.seconds > 0 else 0.0
 
+    def as_dict(self) -> dict:
+        """Plain values for JSON (paths as stored text)."""
+        from app.files.paths import path_text
+
+        return {"found": self.found, "new": self.new_images, "skipped": self.skipped,
+                "failed": [{"path": path_text(f.path), "reason": f.reason} for f in self.failed],
+                "embedded": dict(self.embedded), "local_features": self.local_features,
+                "seconds": round(self.seconds, 3), "graph": self.graph}
+
     def add(self, counts: "IngestReport") -> None:
         """Add a batch's counts."""
         self.new_images += counts.new_images

@@ -28,8 +28,9 @@ def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int
 
 
 def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
-            engine: Engine | None = None, embedder=None) -> list[Hit]:
-    """The ``k`` stored images nearest to ``query`` (an image id or a file path)."""
+            engine: Engine | None = None, embedder=None, max_distance: float | None = None) -> list[Hit]:
+    """The ``k`` stored images nearest to ``query`` (an image id or a file path); with
+    ``max_distance``, only those within that cosine distance (the query's first-stage distance)."""
     spec, meth = get_model(model), get_method(method)
     if k < 1:
         raise QueryError("k must be at least 1")
@@ -39,4 +40,4 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD,
         hits = rank(conn, spec, meth, resolve_query(conn, query, spec, meth, embedder), k)
     if not hits:  # only possible when nothing of this model and method is stored
         raise NothingStored(spec.name, meth)
-    return hits
+    return hits if max_distance is None else [h for h in hits if h.distance <= max_distance]
