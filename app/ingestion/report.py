@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.files.paths import path_text
+
 
 @dataclass
 class Failure:
@@ -30,8 +32,6 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         """Plain values for JSON (paths as stored text)."""
-        from app.files.paths import path_text
-
         return {"found": self.found, "new": self.new_images, "skipped": self.skipped,
                 "failed": [{"path": path_text(f.path), "reason": f.reason} for f in self.failed],
                 "embedded": dict(self.embedded), "local_features": self.local_features,
