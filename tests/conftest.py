@@ -6,7 +6,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["IMGSIM_HOME"] = str(_SESSION_DIR / "home")
 os.environ.setdefault("IMGSIM_WEIGHTS_DIR", str(Path(tempfile.gettempdir()) / "imgsim-test-weights"))
 os.environ.pop("DATABASE_URL", None)
-
-
-def _reset_caches() -> None:
-    from app.store.db import reset
-
-    reset()
 
 
 @pytest.fixture(scope="session")
@@ -46,27 +39,13 @@ def pg_uri():
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
-def _admin(pg_uri):
-    import psycopg
-
-    return psycopg.connect(pg_uri, autocommit=True)
-
-
 @pytest.fixture
 def empty_db(pg_uri, monkeypatch):
     """A fresh, empty database; DATABASE_URL points at it. Yields its libpq URL."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with _admin(pg_uri) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = pg_uri.replace("/postgres?", f"/{name}?")
-    monkeypatch.setenv("DATABASE_URL", url)
-    _reset_caches()
-    yield url
-    _reset_caches()
-    with _admin(pg_uri) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    monkeypatch.delenv("DATABASE_URL")
-    _reset_caches()
+    from tests.helpers import fresh_database
+
+    with fresh_database(pg_uri, monkeypatch) as url:
+        yield url
 
 
 @pytest.fixture

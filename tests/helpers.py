@@ -1,8 +1,10 @@
 """Generated test images (no downloaded data)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -45,22 +47,50 @@ def count(url: str, sql: str) -> int:
         return conn.execute(sql).fetchone()[0]
 
 
-def store_random_vectors(spec, method: str, n: int, seed: int = 5) -> list[int]:
-    """``n`` images with random unit vectors of ``method``, written through the store (no model
-    needed); their ids in order."""
+@contextlib.contextmanager
+def fresh_database(server_uri: str, monkeypatch):
+    """A new, empty database on the server at ``server_uri``, with DATABASE_URL pointing at it
+    while the block runs; dropped afterwards (when the server still runs). Yields its libpq URL."""
+    import psycopg
+
+    from app.store.db import reset
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = server_uri.replace("/postgres?", f"/{name}?")
+    monkeypatch.setenv("DATABASE_URL", url)
+    reset()
+    try:
+        yield url
+    finally:
+        reset()
+        with contextlib.suppress(Exception), psycopg.connect(server_uri, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        monkeypatch.delenv("DATABASE_URL")
+        reset()
+
+
+def store_random_vectors(spec, method: str, n: int, seed: int = 5, spread: float | None = None):
+    """``n`` images (``/img/{i}.jpg``, label ``g{i % 3}``) with random unit vectors of ``method``,
+    written through the store (no model needed); with ``spread``, scattered around one direction so
+    that they are near each other. Returns (ids in order, vectors)."""
     from app.store.db import get_engine
     from app.store.embeddings import write_embeddings
     from app.store.images import insert_images
 
     rng = np.random.default_rng(seed)
-    rows = [{"sha256": f"{seed:04d}{i:060x}", "path": f"/synthetic/{seed}/{i}.jpg", "width": 10, "height": 10,
-             "label": None} for i in range(n)]
+    rows = [{"sha256": f"{seed:04d}{i:060x}", "path": f"/img/{i}.jpg", "width": 10, "height": 10,
+             "label": f"g{i % 3}"} for i in range(n)]
     vectors = rng.normal(size=(n, spec.dim)).astype(np.float32)
+    if spread is not None:
+        vectors = rng.normal(size=spec.dim).astype(np.float32) + spread * vectors
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with get_engine().begin() as conn:
         ids, _ = insert_images(conn, rows)
-        write_embeddings(conn, spec, method, [(ids[r["sha256"]], 0, v) for r, v in zip(rows, vectors)])
-    return [ids[r["sha256"]] for r in rows]
+        ordered = [ids[r["sha256"]] for r in rows]
+        write_embeddings(conn, spec, method, [(i, 0, v) for i, v in zip(ordered, vectors)])
+    return ordered, vectors
 
 
 def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:

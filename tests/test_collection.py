@@ -41,7 +41,7 @@ def test_a_refit_rewrites_every_whitened_row_with_the_new_fit(engine):
     from app.describe.vectors import apply_whitening
     from app.store.whitening import load_whitening
 
-    ids = store_random_vectors(LITE0, "gem", 60)
+    ids, _ = store_random_vectors(LITE0, "gem", 60)
     whiten_collection(engine, LITE0, "gem")
     whiten_collection(engine, LITE0, "gem", fit_ids=ids[:50])  # another fit: every +w row must follow it
     with engine.connect() as conn:

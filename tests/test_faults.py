@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -106,18 +105,12 @@ def own_server():
 def own_db(own_server, monkeypatch):
     """A fresh database on ``own_server``, migrated; DATABASE_URL points at it. Yields (pgdata, URL)."""
     from app.store import migrate
-    from app.store.db import reset
+    from tests.helpers import fresh_database
 
     pgdata, uri = own_server
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(uri, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = uri.replace("/postgres?", f"/{name}?")
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset()
-    migrate.upgrade()
-    yield pgdata, url
-    reset()
+    with fresh_database(uri, monkeypatch) as url:
+        migrate.upgrade()
+        yield pgdata, url
 
 
 def test_a_home_with_a_space_and_non_ascii_starts_stops_and_starts_again(own_server):

@@ -6,35 +6,18 @@ from sqlalchemy import text
 from app.describe.methods import get_method
 from app.describe.registry import get_model
 from app.store.embeddings import write_embeddings
-from app.store.images import insert_images
 from app.retrieval.query import QueryError
 from app.retrieval.search import similar
 from app.store.knn import knn_sql, nearest
+from tests.helpers import store_random_vectors
 
 GLOBAL = get_method("global")
-
-
-def _fill(engine, spec, n, seed=0, spread=None):
-    """``n`` stored images with random unit vectors (with ``spread``: scattered around one
-    direction, so that they are near each other)."""
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(n, spec.dim)).astype(np.float32)
-    if spread is not None:
-        vectors = rng.normal(size=spec.dim).astype(np.float32) + spread * vectors
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    rows = [{"sha256": f"{seed:02d}{i:062d}", "path": f"/img/{i}.jpg", "width": 10, "height": 10,
-             "label": f"g{i % 3}"} for i in range(n)]
-    with engine.begin() as conn:
-        ids, _ = insert_images(conn, rows)
-        ordered = [ids[r["sha256"]] for r in rows]
-        write_embeddings(conn, spec, "global", [(i, 0, v) for i, v in zip(ordered, vectors)])
-    return ordered, vectors
 
 
 @pytest.mark.parametrize("model,tol", [("efficientnet-lite0", 1e-5), ("resnet50", 2e-3)])
 def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
     spec = get_model(model)
-    ids, vectors = _fill(engine, spec, 60)
+    ids, vectors = store_random_vectors(spec, "global", 60, seed=0)
     query = vectors[7] + 0.3 * vectors[8]
     with engine.begin() as conn:
         hits = nearest(conn, spec, "global", query, k=60)
@@ -50,7 +33,7 @@ def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
 
 def test_query_by_stored_id_returns_itself_first(engine):
     spec = get_model("efficientnet-lite0")
-    ids, _ = _fill(engine, spec, 20)
+    ids, _ = store_random_vectors(spec, "global", 20, seed=0)
     hits = similar(ids[3], spec.name, k=5, method="global", engine=engine)
     assert hits[0].image_id == ids[3] and hits[0].distance == pytest.approx(0.0, abs=1e-6)
     assert hits[0].label == "g0" and hits[0].path == "/img/3.jpg"
@@ -59,7 +42,7 @@ def test_query_by_stored_id_returns_itself_first(engine):
 @pytest.mark.parametrize("model", ["efficientnet-lite0", "resnet50"])
 def test_explain_uses_the_hnsw_index(engine, model):
     spec = get_model(model)
-    _fill(engine, spec, 30)
+    store_random_vectors(spec, "global", 30, seed=0)
     q = np.full(spec.dim, 0.1, np.float32)
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
@@ -74,7 +57,7 @@ def test_unknown_id_is_a_clear_error(engine):
 
 def test_rows_of_other_methods_and_regions_never_reach_a_global_search(engine):
     spec = get_model("efficientnet-lite0")
-    ids, vectors = _fill(engine, spec, 10)
+    ids, vectors = store_random_vectors(spec, "global", 10, seed=0)
     query = np.random.default_rng(9).normal(size=spec.dim).astype(np.float32)
     query /= np.linalg.norm(query)
     with engine.begin() as conn:  # the same images' gem row and rmac region rows are the query itself
@@ -94,7 +77,8 @@ def test_query_expansion_adds_the_top_three_results_other_than_the_query_itself(
     from app.retrieval.shortlist import expand_query
 
     spec = get_model("efficientnet-lite0")
-    ids, vectors = _fill(engine, spec, 12, spread=0.7)  # neighbours at cosine ~0.7: their weights count
+    # neighbours at cosine ~0.7: their weights count
+    ids, vectors = store_random_vectors(spec, "global", 12, seed=0, spread=0.7)
     with engine.begin() as conn:
         hits = nearest(conn, spec, "global", vectors[0], k=6)
         expanded = expand_query(conn, spec, GLOBAL, vectors[:1], hits)

@@ -17,8 +17,8 @@ from app.config import get_settings
 from app.describe.backbones import build_backbone
 from app.describe.methods import ALIASES, DESCRIPTORS, SHORTLIST
 from app.describe.registry import MODELS, UnknownModel, resolve_models
-from app.files.paths import one_line
 from app.describe.weights import WeightsUnavailable, weights_dir, weights_present, weights_source
+from app.files.paths import one_line
 from app.store import migrate
 from app.store.db import libpq_url, stop_embedded
 
@@ -55,16 +55,21 @@ def db_check(
         findings = api.check(repair, progress=update)
     if as_json:
         print_json(findings)
-    elif not findings:
-        out.print("database is whole: every stored method has its index, no rows are owed")
-    for f in [] if as_json else findings:
-        state = "repaired" if f["repaired"] else "found" if f["repairable"] else "note"
-        where = "/".join(x for x in (f["model"], f["method"]) if x)
-        out.print(f"{state}: {where + ': ' if where else ''}{escape(f['message'])}", highlight=False, soft_wrap=True)
+    else:
+        print_findings(findings)
     if any(f["repairable"] and not f["repaired"] for f in findings):
         if not as_json and not repair:
             err.print("run `imgsim db check --repair` to fix these")
         raise typer.Exit(1)
+
+
+def print_findings(findings: list[dict]) -> None:
+    if not findings:
+        out.print("database is whole: every stored method has its index, no rows are owed")
+    for f in findings:
+        state = "repaired" if f["repaired"] else "found" if f["repairable"] else "note"
+        where = "/".join(x for x in (f["model"], f["method"]) if x)
+        out.print(f"{state}: {where + ': ' if where else ''}{escape(f['message'])}", highlight=False, soft_wrap=True)
 
 
 @db_app.command("url")

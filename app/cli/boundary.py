@@ -13,7 +13,7 @@ import sys
 from rich.markup import escape
 
 from app.cli.common import err, explain
-from app.store.errors import describe
+from app.store.errors import describe, first_line
 
 EXIT_UNREACHABLE = 4
 DEBUG = {"on": os.environ.get("IMGSIM_DEBUG", "").lower() in ("1", "true", "yes")}
@@ -31,9 +31,8 @@ def one_line(exc: BaseException) -> tuple[str, int]:
     message = explain(exc)
     if type(exc).__module__.startswith("app.") and message:
         return message.splitlines()[0], 1
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return (f"internal error: {type(exc).__name__}{': ' + first if first else ''} "
-            f"(run with --debug or IMGSIM_DEBUG=1 for the traceback)"), 1
+    detail = f": {first_line(exc)}" if str(exc).strip() else ""
+    return f"internal error: {type(exc).__name__}{detail} (run with --debug or IMGSIM_DEBUG=1 for the traceback)", 1
 
 
 class _OneLine(logging.Handler):

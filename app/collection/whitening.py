@@ -30,8 +30,13 @@ def whiten_collection(engine: Engine, spec: ModelSpec, descriptor: str, min_imag
                       fit_ids: list[int] | None = None) -> dict:
     """Fit on the stored ``descriptor`` vectors (all, or ``fit_ids``) and (re)write every ``descriptor+w`` row."""
     target = whitened_name(descriptor)
-    with job_lock(engine, spec.table, target, f"whitening of {spec.name}/{descriptor}"):
+    with _whitening_job(engine, spec, descriptor):
         return with_retry(lambda: _whiten(engine, spec, descriptor, target, min_images, fit_ids))
+
+
+def _whitening_job(engine: Engine, spec: ModelSpec, descriptor: str):
+    """The lock every job that writes ``descriptor+w`` rows holds."""
+    return job_lock(engine, spec.table, whitened_name(descriptor), f"whitening of {spec.name}/{descriptor}")
 
 
 def _whiten(engine: Engine, spec: ModelSpec, descriptor: str, target: str, min_images: int,
@@ -72,7 +77,7 @@ def whiten_missing(engine: Engine, spec: ModelSpec, descriptor: str) -> int:
             embeddings.write_embeddings(conn, spec, target, list(zip(ids, region_numbers(ids), whitened)))
             return len(missing)
 
-    with job_lock(engine, spec.table, target, f"whitening of {spec.name}/{descriptor}"):
+    with _whitening_job(engine, spec, descriptor):
         return with_retry(transaction)
 
 

@@ -39,15 +39,16 @@ class Writer:
     def __init__(self, engine: Engine, models: list[ModelSpec], method: Method):
         self.engine, self.models, self.method = engine, models, method
         self.fits: dict[str, Whitening] = {}  # model name -> the fit last read
-        self.dropped: list[ModelSpec] | None = None  # None until the first batch is written
+        self.indexes_prepared = False  # first-load indexes are dropped before the first write
 
     def write(self, images: list[Decoded], vectors: dict[str, tuple[list[Decoded], list[np.ndarray]]],
               labels: dict[str, LabelRow] | None, todo: list[Work], report: IngestReport) -> None:
         """One atomic batch, retried whole (``todo``: the whole load, to decide on first loads)."""
         if not images:
             return
-        if self.dropped is None:
-            self.dropped = self._drop_indexes_for_first_load(todo)
+        if not self.indexes_prepared:
+            self._drop_indexes_for_first_load(todo)
+            self.indexes_prepared = True
         rows = []
         for d in images:
             row = label_for(labels, d.relative) if labels else None
@@ -109,17 +110,14 @@ class Writer:
             for f in failures:
                 on_failure(f)
 
-    def _drop_indexes_for_first_load(self, todo: list[Work]) -> list[ModelSpec]:
+    def _drop_indexes_for_first_load(self, todo: list[Work]) -> None:
         """Drop the HNSW index of each model about to get its first rows of this method (built
         again by ``build_indexes``)."""
-        dropped = []
         for spec in self.models:
             if any(spec in w.models for w in todo):
                 with self.engine.begin() as conn:
                     if embeddings.count_embeddings(conn, spec, self.method.raw) == 0:
                         embeddings.drop_index(conn, spec, self.method.raw)
-                        dropped.append(spec)
-        return dropped
 
     def build_indexes(self, stopped_early: bool = False) -> None:
         """Make sure every model's index of this method (and of its whitened rows) exists. After
@@ -137,7 +135,7 @@ class Writer:
                     log.warning("the HNSW index of %s/%s is not built (%s); the next ingest or "
                                 "`imgsim db check --repair` builds it", spec.name, method, type(exc).__name__)
                     return
-        self.dropped = None
+        self.indexes_prepared = False
 
     def _ensure(self, spec: ModelSpec, method: str) -> None:
         with self.engine.begin() as conn:

@@ -8,8 +8,8 @@ from sqlalchemy import Engine
 from app.describe.local import MIN_INLIERS, Prepared, verify
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
-from app.store.images import image_rows
 from app.retrieval.shortlist import warn_if_unindexed
+from app.store.images import image_rows
 from app.store.knn import close_pairs
 from app.store.local import load_local
 

@@ -42,7 +42,8 @@ class DatabaseFault:
     unreachable: bool  # the database could not be reached or went away: worth trying again later
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
@@ -58,13 +59,13 @@ def describe(exc: BaseException, url: str | None = None) -> DatabaseFault | None
     if isinstance(exc, DatabaseError):
         return DatabaseFault(_scrub(str(exc), url), exc.unreachable)
     if isinstance(exc, (sa.ArgumentError, sa.NoSuchModuleError)):
-        return DatabaseFault("DATABASE_URL cannot be used: " + _scrub(_first_line(exc), url), False)
+        return DatabaseFault("DATABASE_URL cannot be used: " + _scrub(first_line(exc), url), False)
     if isinstance(exc, CommandError):
-        return DatabaseFault(f"migration failed: {_scrub(_first_line(exc), url)}", False)
+        return DatabaseFault(f"migration failed: {_scrub(first_line(exc), url)}", False)
     if not isinstance(exc, sa.DBAPIError):
         return None
     orig = exc.orig if exc.orig is not None else exc
-    detail = _scrub(_first_line(orig), url)
+    detail = _scrub(first_line(orig), url)
     if isinstance(orig, psycopg.errors.UndefinedTable):
         return DatabaseFault(f"the database is not migrated ({detail}); run `imgsim db upgrade`", False)
     if isinstance(orig, psycopg.OperationalError) and ("authentication" in detail or "does not exist" in detail):

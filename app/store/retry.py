@@ -12,6 +12,7 @@ import psycopg
 from sqlalchemy.exc import DBAPIError
 
 from app.config import get_settings
+from app.store.errors import first_line
 
 RETRY_DELAYS = (0.5, 1, 2, 4, 8, 16)  # seconds between attempts: about half a minute in all
 T = TypeVar("T")
@@ -48,7 +49,6 @@ def with_retry(fn: Callable[[], T], delays: tuple[float, ...] | None = None) -> 
         except Exception as exc:
             if delay is None or not retryable(exc):
                 raise
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            log.warning("database unavailable (%s); retrying in %g s", reason[0] if reason else "no reason", delay)
+            log.warning("database unavailable (%s); retrying in %g s", first_line(exc.orig or exc), delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
