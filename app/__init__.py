@@ -1,14 +1,15 @@
 """imgsim: image similarity search on PostgreSQL + pgvector.
 
 The public Python API (``app.api``) is importable from the package: ``app.similar``,
-``app.ingest``, ``app.evaluate``, ``app.compare``, ``app.duplicates``. It loads on first use,
+``app.search``, ``app.ingest``, ``app.remove``, ``app.collections``, ``app.evaluate``,
+``app.compare``, ``app.duplicates``. It loads on first use,
 so that importing a submodule (the CLI, the settings) stays cheap.
 """
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["similar", "ingest", "evaluate", "compare", "duplicates"]
+__all__ = ["similar", "search", "ingest", "remove", "collections", "evaluate", "compare", "duplicates"]
 
 
 def __getattr__(name: str):

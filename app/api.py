@@ -2,12 +2,13 @@
 migrates the database when it writes, and returns plain results.
 
     import app
-    app.ingest("photos/")                       # embed, keep the collection's rows complete
+    app.ingest("photos/", sync=True)            # record files, embed new content, forget deleted files
     for hit in app.similar("photos/a.jpg"):     # rank stored images against a file or an id
-        print(hit.distance, hit.path)
+        print(hit.distance, hit.paths)
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,13 +27,17 @@ from app.evaluation import evaluate as evaluating
 from app.evaluation.compare import Comparison, ModelResult
 from app.evaluation.evaluate import Evaluation
 from app.files.labels import read_labels
+from app.files.paths import path_text
 from app.ingestion.report import Failure, IngestReport
 from app.ingestion.runner import Ingestor, Progress
 from app.retrieval import duplicates as dup
-from app.retrieval import search
+from app.retrieval import search as search_module
 from app.retrieval.hits import Hit
 from app.store import migrate
 from app.store.db import get_engine
+from app.store.collections import DEFAULT_COLLECTION, Collection, collection_rows, ensure_collection, get_collection
+from app.store.collections import drop_collection as drop_store_collection
+from app.store.files import remove_files
 from app.store.images import list_failures
 
 
@@ -48,36 +53,100 @@ def _ready(engine: Engine | None) -> Engine:
     return engine
 
 
+def _collection(engine: Engine, name: str, create: bool = False) -> Collection:
+    """The named collection (created when ``create``; otherwise an unknown name is an error)."""
+    with engine.begin() as conn:
+        return ensure_collection(conn, name) if create else get_collection(conn, name)
+
+
+def _under(folder: Path | str | None) -> str | None:
+    return None if folder is None else path_text(Path(folder).resolve())
+
+
+def search(query, model: str | None = None, k: int = 10, method: str = DEFAULT_METHOD,
+           collection: str = DEFAULT_COLLECTION, label: str | None = None, under: Path | str | None = None,
+           max_distance: float | None = None, engine: Engine | None = None,
+           embedder: Embedder | None = None) -> search_module.Answer:
+    """The ``k`` images of ``collection`` nearest to ``query`` (an image id or a file path), with
+    the model, method and collection the search used. Only images with a file labelled ``label``,
+    or below the folder ``under``, or within ``max_distance`` when those are given."""
+    return search_module.similar(query, _model(model).name, k, method, _ready(engine), embedder, max_distance,
+                                 collection, label, _under(under))
+
+
 def similar(query, model: str | None = None, k: int = 10, method: str = DEFAULT_METHOD,
             engine: Engine | None = None, embedder: Embedder | None = None,
-            max_distance: float | None = None) -> list[Hit]:
-    """The ``k`` stored images nearest to ``query`` (an image id or a file path), within
-    ``max_distance`` when given."""
-    return search.similar(query, _model(model).name, k, method, _ready(engine), embedder, max_distance)
+            max_distance: float | None = None, collection: str = DEFAULT_COLLECTION,
+            label: str | None = None, under: Path | str | None = None) -> list[Hit]:
+    """The hits of ``search``."""
+    return search(query, model, k, method, collection, label, under, max_distance, engine, embedder).hits
 
 
 def ingest(folder: Path | str, models: str | list[str] | None = None, method: str | Method = DEFAULT_METHOD,
            labels: Path | str | None = None, graph: bool = True, engine: Engine | None = None,
            on_failure: Callable[[Failure], None] | None = None, progress: Progress | None = None,
-           graph_progress: Progress | None = None) -> IngestReport:
-    """Embed every image under ``folder`` not stored yet, and keep the collection's rows complete."""
+           graph_progress: Progress | None = None, collection: str = DEFAULT_COLLECTION, sync: bool = False,
+           rehash: bool = False) -> IngestReport:
+    """Record every image file under ``folder`` in ``collection`` (created if new), embed the
+    contents not stored yet, and keep the collection's rows complete. ``sync`` also removes the
+    collection's files below ``folder`` that are gone; ``rehash`` reads files whose size and
+    modification time did not change."""
     specs = resolve_models(models) if models else [_model(None)]
     meth = method if isinstance(method, Method) else get_method(method)
     rows = read_labels(Path(labels)) if labels else None
-    ingestor = Ingestor(_ready(engine), specs, meth, graph=graph)
-    return ingestor.run(Path(folder), rows, on_failure, progress, graph_progress)
+    engine = _ready(engine)
+    ingestor = Ingestor(engine, _collection(engine, collection, create=True), specs, meth, graph=graph, rehash=rehash)
+    return ingestor.run(Path(folder), rows, on_failure, progress, graph_progress, sync=sync)
+
+
+def remove(paths: list[Path | str], collection: str = DEFAULT_COLLECTION, engine: Engine | None = None) -> dict:
+    """Forget files (a folder: every file below it) in ``collection``; images no file holds any
+    more are deleted with their vectors, local features and graph rows. Returns the removed
+    paths, the images deleted and the arguments that matched nothing."""
+    engine = _ready(engine)
+    found = _collection(engine, collection)
+    removed, images, unmatched = [], 0, []
+    with engine.begin() as conn:
+        for given in paths:
+            texts = {path_text(os.path.abspath(given)), path_text(Path(given).resolve())}
+            gone, pruned = remove_files(conn, found.id, paths=sorted(texts), under=sorted(texts))
+            removed += gone
+            images += pruned
+            if not gone:
+                unmatched.append(str(given))
+    return {"collection": found.name, "removed": removed, "removed_images": images, "unmatched": unmatched}
+
+
+def collections(engine: Engine | None = None) -> list[dict]:
+    """Every collection: name, files, images, failures, created_at."""
+    with _ready(engine).connect() as conn:
+        return [{k: v for k, v in row.items() if k != "id"} for row in collection_rows(conn)]
+
+
+def drop_collection(name: str, engine: Engine | None = None) -> dict:
+    """Delete a collection and everything stored for it (not ``default``)."""
+    with _ready(engine).begin() as conn:
+        return drop_store_collection(conn, name)
+
+
+def evaluation_collection(folder: Path | str, collection: str | None) -> str:
+    """Benchmark sets go to a collection of their own: the given name, else the folder's name."""
+    return collection or Path(folder).resolve().name
 
 
 def evaluate(folder: Path | str, labels: Path | str, model: str | None = None, method: str | Method = DEFAULT_METHOD,
-             k: int = 10, engine: Engine | None = None, ingest: bool = True) -> Evaluation:
-    """Ingest ``folder`` (unless ``ingest=False``), then search with every labelled query."""
+             k: int = 10, engine: Engine | None = None, ingest: bool = True,
+             collection: str | None = None) -> Evaluation:
+    """Ingest ``folder`` (unless ``ingest=False``) into its collection (named after the folder
+    unless given), then search with every labelled query file."""
     spec = _model(model)
     meth = method if isinstance(method, Method) else get_method(method)
     engine = _ready(engine)
+    found = _collection(engine, evaluation_collection(folder, collection), create=ingest)
     report = None
     if ingest:
-        report = Ingestor(engine, [spec], meth, graph=True).run(Path(folder), read_labels(Path(labels)))
-    result = evaluating.evaluate(engine, Path(folder), Path(labels), spec, meth, k)
+        report = Ingestor(engine, found, [spec], meth, graph=True).run(Path(folder), read_labels(Path(labels)))
+    result = evaluating.evaluate(engine, found, Path(folder), Path(labels), spec, meth, k)
     result.ingest = report
     return result
 
@@ -85,43 +154,59 @@ def evaluate(folder: Path | str, labels: Path | str, model: str | None = None, m
 def compare(folder: Path | str, labels: Path | str, models: str | list[str] = "all",
             methods: list[str | Method] | None = None, query: str | None = None, k: int = 10, top: int = 20,
             engine: Engine | None = None, on_model: Callable[[ModelResult], None] | None = None,
-            embedders: dict[str, Embedder] | None = None) -> Comparison:
-    """Every (model, method) pair on one labelled folder, each ingested first (see ``evaluation.compare``)."""
+            embedders: dict[str, Embedder] | None = None, collection: str | None = None) -> Comparison:
+    """Every (model, method) pair on one labelled folder, each ingested first into the folder's
+    collection (see ``evaluation.compare``)."""
     engine = _ready(engine)
     meths = [m if isinstance(m, Method) else get_method(m) for m in (methods or [DEFAULT_METHOD])]
     rows = read_labels(Path(labels))
+    found = _collection(engine, evaluation_collection(folder, collection), create=True)
 
     def prepare(spec: ModelSpec, meth: Method) -> Embedder:
-        ingestor = Ingestor(engine, [spec], meth, embedders=embedders, graph=True)
+        ingestor = Ingestor(engine, found, [spec], meth, embedders=embedders, graph=True)
         ingestor.run(Path(folder), rows)
         return ingestor.embedder(spec)
 
-    return comparing.compare(engine, Path(folder), Path(labels), resolve_models(models), meths, prepare,
+    return comparing.compare(engine, found, Path(folder), Path(labels), resolve_models(models), meths, prepare,
                              query, k, top, on_model)
 
 
 def duplicates(model: str | None = None, method: str = DEFAULT_METHOD, threshold: float = 0.1,
-               engine: Engine | None = None) -> list[list[dict]]:
-    """Groups of near-duplicate stored images (``{id, path, label}`` each), largest first."""
-    return dup.find_duplicates(_ready(engine), _model(model), get_method(method), threshold)
+               engine: Engine | None = None, collection: str = DEFAULT_COLLECTION) -> list[list[dict]]:
+    """Groups of near-duplicate images of ``collection`` (``{id, path, paths, label}`` each), largest first."""
+    engine = _ready(engine)
+    return dup.find_duplicates(engine, _collection(engine, collection).id, _model(model), get_method(method),
+                               threshold)
 
 
-def whiten(model: str | None = None, descriptor: str = "gem", engine: Engine | None = None) -> dict:
-    """Fit PCA-whitening on the stored ``descriptor`` vectors and (re)write the ``+w`` rows."""
-    return whiten_collection(_ready(engine), _model(model), get_method(descriptor).raw)
+def exact_copies(engine: Engine | None = None, collection: str = DEFAULT_COLLECTION) -> list[list[dict]]:
+    """Files of ``collection`` that hold the same content: ``[{id, path, label}]`` per image."""
+    engine = _ready(engine)
+    return dup.find_exact_copies(engine, _collection(engine, collection).id)
 
 
-def augment(model: str | None = None, method: str = "gem+w+dba", engine: Engine | None = None) -> dict:
-    """Database-side augmentation: (re)write the ``+dba`` rows of ``method``."""
-    return augment_collection(_ready(engine), _model(model), get_method(method))
+def whiten(model: str | None = None, descriptor: str = "gem", engine: Engine | None = None,
+           collection: str = DEFAULT_COLLECTION) -> dict:
+    """Fit PCA-whitening on the collection's ``descriptor`` vectors and (re)write its ``+w`` rows."""
+    engine = _ready(engine)
+    return whiten_collection(engine, _collection(engine, collection), _model(model), get_method(descriptor).raw)
+
+
+def augment(model: str | None = None, method: str = "gem+w+dba", engine: Engine | None = None,
+            collection: str = DEFAULT_COLLECTION) -> dict:
+    """Database-side augmentation: (re)write the collection's ``+dba`` rows of ``method``."""
+    engine = _ready(engine)
+    return augment_collection(engine, _collection(engine, collection), _model(model), get_method(method))
 
 
 def build_graph(model: str | None = None, method: str = DEFAULT_METHOD, rebuild: bool = False,
-                progress: Progress | None = None, engine: Engine | None = None) -> dict:
-    """Match-graph rows of the images without one (all with ``rebuild``), for a verifying method."""
+                progress: Progress | None = None, engine: Engine | None = None,
+                collection: str = DEFAULT_COLLECTION) -> dict:
+    """Match-graph rows of the collection's images without one (all with ``rebuild``), for a verifying method."""
     meth = get_method(method)
     require_verifying(meth)
-    return update_graph(_ready(engine), _model(model), meth, rebuild, progress)
+    engine = _ready(engine)
+    return update_graph(engine, _collection(engine, collection), _model(model), meth, rebuild, progress)
 
 
 def check(repair: bool = False, engine: Engine | None = None, progress: Progress | None = None) -> list[dict]:
@@ -140,7 +225,10 @@ def check(repair: bool = False, engine: Engine | None = None, progress: Progress
     return [f.as_dict() for f in findings]
 
 
-def failures(engine: Engine | None = None) -> list[dict]:
-    """The files that could not be ingested: path, reason, failed_at (oldest first)."""
-    with _ready(engine).connect() as conn:
-        return list_failures(conn)
+def failures(engine: Engine | None = None, collection: str | None = None) -> list[dict]:
+    """The files that could not be ingested (of one collection, or all): collection, path,
+    reason, failed_at (oldest first)."""
+    engine = _ready(engine)
+    found = _collection(engine, collection).id if collection else None
+    with engine.connect() as conn:
+        return list_failures(conn, found)

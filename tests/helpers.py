@@ -71,13 +71,23 @@ def fresh_database(server_uri: str, monkeypatch):
         reset()
 
 
+def store_images(conn, rows: list[dict], collection: int = 1) -> dict[str, int]:
+    """Image rows with one file each (``sha256``, ``path``, ``label``, ``width``, ``height``),
+    written through the store; sha -> image id."""
+    from app.store.files import FileRow, upsert_files
+    from app.store.images import insert_images
+
+    ids, _ = insert_images(conn, collection, [{k: r[k] for k in ("sha256", "width", "height")} for r in rows])
+    upsert_files(conn, collection, [FileRow(r["path"], r["sha256"], None, None, r.get("label")) for r in rows], ids)
+    return ids
+
+
 def store_random_vectors(spec, method: str, n: int, seed: int = 5, spread: float | None = None):
     """``n`` images (``/img/{i}.jpg``, label ``g{i % 3}``) with random unit vectors of ``method``,
     written through the store (no model needed); with ``spread``, scattered around one direction so
     that they are near each other. Returns (ids in order, vectors)."""
     from app.store.db import get_engine
     from app.store.embeddings import write_embeddings
-    from app.store.images import insert_images
 
     rng = np.random.default_rng(seed)
     rows = [{"sha256": f"{seed:04d}{i:060x}", "path": f"/img/{i}.jpg", "width": 10, "height": 10,
@@ -87,7 +97,7 @@ def store_random_vectors(spec, method: str, n: int, seed: int = 5, spread: float
         vectors = rng.normal(size=spec.dim).astype(np.float32) + spread * vectors
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     with get_engine().begin() as conn:
-        ids, _ = insert_images(conn, rows)
+        ids = store_images(conn, rows)
         ordered = [ids[r["sha256"]] for r in rows]
         write_embeddings(conn, spec, method, [(i, 0, v) for i, v in zip(ordered, vectors)])
     return ordered, vectors
@@ -107,13 +117,28 @@ def make_images(folder: Path, names: list[str], seed: int = 0) -> list[Path]:
     return paths
 
 
-def ingest_lite0(engine, embedders: dict, folder: Path, labels: Path, method: str):
-    """Ingest a labelled folder with efficientnet-lite0 (real offline weights) and ``method``."""
-    from app.describe.methods import get_method
-    from app.files.labels import read_labels
+def collection(engine, name: str = "default"):
+    """The named collection (created if new)."""
+    from app.store.collections import ensure_collection
+
+    with engine.begin() as conn:
+        return ensure_collection(conn, name)
+
+
+def ingestor(engine, models, method, name: str = "default", **options):
+    """An ``Ingestor`` into the named collection (``method``: a name or a Method)."""
+    from app.describe.methods import Method, get_method
     from app.ingestion.runner import Ingestor
 
-    return Ingestor(engine, [LITE0], get_method(method), embedders=embedders).run(folder, read_labels(labels))
+    method = method if isinstance(method, Method) else get_method(method)
+    return Ingestor(engine, collection(engine, name), list(models), method, **options)
+
+
+def ingest_lite0(engine, embedders: dict, folder: Path, labels: Path, method: str, name: str = "default"):
+    """Ingest a labelled folder with efficientnet-lite0 (real offline weights) and ``method``."""
+    from app.files.labels import read_labels
+
+    return ingestor(engine, [LITE0], method, name, embedders=embedders).run(folder, read_labels(labels))
 
 
 DATASETS = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"

@@ -10,13 +10,13 @@ from sqlalchemy import text
 from app.store.images import list_failures
 from app.describe.embedder import Embedder
 from app.files.images import ImageError, decode, load_image
-from app.ingestion.runner import Ingestor
 from app.describe.methods import get_method
 from app.describe.registry import get_model
 from tests.badinput import bomb_png, exif_oriented, make_bad, make_valid
 
 GLOBAL = get_method("global")
 SMALL = get_model("mobilenetv3small")
+from tests.helpers import ingestor
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_messy_folder_ingests_valid_files_and_records_each_bad_one(engine, embed
     bad = make_bad(tmp_path)
     valid = make_valid(tmp_path)
     seen = []
-    report = Ingestor(engine, [SMALL], GLOBAL, embedders=embedders, pretrained=False).run(
+    report = ingestor(engine, [SMALL], GLOBAL, embedders=embedders, pretrained=False).run(
         tmp_path, on_failure=seen.append)
     failed = {f.path.name: f.reason for f in report.failed}
     assert set(failed) == bad
@@ -38,7 +38,7 @@ def test_messy_folder_ingests_valid_files_and_records_each_bad_one(engine, embed
     assert report.new_images == len(valid) and len(seen) == len(bad)
     with engine.connect() as conn:
         recorded = {os.path.basename(r["path"]) for r in list_failures(conn)}
-        sizes = {os.path.basename(p): (w, h) for p, w, h in conn.execute(text("SELECT path, width, height FROM images"))}
+        sizes = {os.path.basename(p): (w, h) for p, w, h in conn.execute(text("SELECT f.path, i.width, i.height FROM files f JOIN images i ON i.id = f.image_id"))}
         embedded = conn.execute(text(f"SELECT count(*) FROM {SMALL.table}")).scalar()
     assert recorded == bad
     assert sizes == {os.path.basename(name): size for name, size in valid.items()}

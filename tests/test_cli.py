@@ -37,11 +37,14 @@ def test_ingest_search_failures_and_sql(database, tmp_path):
     labels.write_text("filename,label\na.jpg,alpha\nb.png,beta\nc.jpg,alpha\n")
     first = imgsim("ingest", tmp_path, "--model", MODEL, "--labels", labels, check=False)
     assert first.returncode == 3, first.stderr  # finished, some inputs failed
-    assert "broken.jpg" in first.stderr and "found 4: new 3, skipped 0, failed 1" in first.stdout
+    assert "broken.jpg" in first.stderr and "default: found 4: new 3, skipped 0 (unchanged 0), failed 1" in first.stdout
     again = imgsim("ingest", tmp_path, "--model", MODEL, check=False)
-    assert "new 0, skipped 3" in again.stdout
+    assert "new 0, skipped 3 (unchanged 3)" in again.stdout
 
-    hits = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "-k", "3", "--json").stdout)
+    answer = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "-k", "3", "--json").stdout)
+    assert (answer["model"], answer["method"], answer["resolved"], answer["collection"]) == \
+        (MODEL, "verified", "gem+sift", "default")
+    hits = answer["hits"]
     assert [h["path"].rsplit("/", 1)[-1] for h in hits][0] == "a.jpg"
     assert hits[0]["distance"] == pytest.approx(0.0, abs=1e-6) and hits[0]["label"] == "alpha"
     assert [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
@@ -52,7 +55,7 @@ def test_ingest_search_failures_and_sql(database, tmp_path):
 
     new = tmp_path.parent / f"{tmp_path.name}-query.png"
     make_images(tmp_path.parent, [new.name], seed=9)
-    on_the_fly = json.loads(imgsim("search", new, "--model", MODEL, "-k", "2", "--json").stdout)
+    on_the_fly = json.loads(imgsim("search", new, "--model", MODEL, "-k", "2", "--json").stdout)["hits"]
     assert len(on_the_fly) == 2 and on_the_fly[0]["distance"] > 0
 
     failures = json.loads(imgsim("failures", "--json").stdout)
@@ -63,8 +66,8 @@ def test_ingest_search_failures_and_sql(database, tmp_path):
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT i.path, e.embedding <=> (SELECT embedding FROM emb_efficientnet_lite0 q "
-            "JOIN images qi ON qi.id = q.image_id WHERE qi.path LIKE '%/a.jpg') AS distance "
-            "FROM emb_efficientnet_lite0 e JOIN images i ON i.id = e.image_id ORDER BY distance LIMIT 3").fetchall()
+            "JOIN files qi ON qi.image_id = q.image_id WHERE qi.path LIKE '%/a.jpg') AS distance "
+            "FROM emb_efficientnet_lite0 e JOIN files i ON i.image_id = e.image_id ORDER BY distance LIMIT 3").fetchall()
     assert [r[0] for r in rows] == [h["path"] for h in hits]
 
 
@@ -102,30 +105,31 @@ def test_cli_methods_search_duplicates(database, calendar):
     folder, labels = calendar
     run = lambda *a: imgsim(*a, check=False)
     ingested = run("ingest", folder, "--model", LITE0.name, "--method", "gem+sift", "--labels", labels)
-    assert ingested.returncode == 0 and "match graph efficientnet-lite0/gem+sift: rows for 18 images" in ingested.stdout
+    assert ingested.returncode == 0 and "match graph efficientnet-lite0/gem+sift in default: rows for 18 images" in ingested.stdout
     hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
-                          "--json").stdout)
+                          "--json").stdout)["hits"]
     assert hits[0]["path"].endswith("/3.jpg") and all(h["inliers"] is not None for h in hits[1:])
     assert "rows for 0 images" in run("index", "graph", "--model", LITE0.name, "--method", "gem+sift").stdout
     graph = run("index", "graph", "--model", LITE0.name, "--method", "gem+sift", "--rebuild", "-q")
     assert graph.returncode == 0 and "rows for 18 images" in graph.stdout
     dba = run("index", "dba", "--model", LITE0.name, "--method", "gem+dba")
-    assert dba.stdout.strip() == "efficientnet-lite0/gem+dba: 18 images augmented"
+    assert dba.stdout.strip() == "efficientnet-lite0/gem+dba in default: 18 images augmented"
     with psycopg.connect(imgsim("db", "url").stdout.strip()) as conn:
         assert conn.execute(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+dba'").fetchone()[0] == 18
     not_verifying = run("index", "graph", "--model", LITE0.name, "--method", "gem")
     assert not_verifying.returncode == 1 and "does not verify" in not_verifying.stderr
     hits = json.loads(run("search", folder / "3.jpg", "--model", LITE0.name, "--method", "gem+sift", "-k", "4",
-                          "--json").stdout)
+                          "--json").stdout)["hits"]
     assert all(h["score"] is not None for h in hits[1:])
     methods = {m["name"] for m in json.loads(run("methods", "--json").stdout)}
     assert {"global", "gem", "gem-ms", "rmac", "verified"} <= methods
     dup = run("duplicates", "--model", LITE0.name, "--method", "gem+sift", "--json")
-    groups = json.loads(dup.stdout)  # photos of the same page are the same item; the two pages never mix
+    groups = json.loads(dup.stdout)["groups"]  # photos of the same page are the same item; the two pages never mix
     assert dup.returncode == 0 and groups and all(len({item["label"] for item in g}) == 1 for g in groups)
     evaluation = json.loads(run("evaluate", folder, "--labels", labels, "--model", LITE0.name, "--method", "gem+sift",
                                 "--json").stdout)
     assert (evaluation["model"], evaluation["method"], evaluation["n_queries"]) == (LITE0.name, "gem+sift", 18)
+    assert evaluation["collection"] == folder.name and evaluation["conflicts"] == []  # apart from default
     assert evaluation["p_at_1"] == 1.0 and evaluation["map"] == pytest.approx(0.999, abs=0.015)
 
 
@@ -136,10 +140,11 @@ def test_ingest_json_and_search_within_a_distance(database, tmp_path):
     assert ingested.returncode == 3 and ingested.stderr == ""  # failures are in the JSON, not on stderr
     report = json.loads(ingested.stdout)
     assert (report["found"], report["new"], report["skipped"], report["embedded"]) == (4, 3, 0, {MODEL: 3})
+    assert (report["collection"], report["removed"], report["unchanged"]) == ("default", 0, 0)
     assert report["failed"] == [{"path": str(tmp_path / "broken.jpg"), "reason": "not a recognised image format"}]
     near = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "--method", "global",
-                             "--max-distance", "0.000001", "--json").stdout)
+                             "--max-distance", "0.000001", "--json").stdout)["hits"]
     assert [h["path"] for h in near] == [str(tmp_path / "a.jpg")]  # itself, and nothing farther
     everything = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "--method", "global",
-                                   "--max-distance", "2", "--json").stdout)
+                                   "--max-distance", "2", "--json").stdout)["hits"]
     assert len(everything) == 3

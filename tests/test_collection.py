@@ -9,30 +9,31 @@ from app.collection.graph import GraphError, build_graph
 from app.collection.whitening import WhiteningError, whiten_collection
 from app.describe.methods import get_method
 from app.evaluation.evaluate import EvaluationError, evaluate
-from app.ingestion.runner import Ingestor
 from app.retrieval.search import similar
 from app.store.ddl import index_name
 from app.store.embeddings import stored_vectors
 from app.store.knn import knn_sql
-from tests.helpers import LITE0, ingest_lite0, make_images, store_random_vectors
+from app.store.scope import Scope
+from tests.helpers import LITE0, ingest_lite0, ingestor, make_images, store_random_vectors
+from tests.helpers import collection as DEFAULT
 
 
 def test_whitening_is_fitted_stored_and_used(engine, lite0_embedders, calendar):
     folder, labels = calendar
     ingest_lite0(engine, lite0_embedders, folder, labels, "gem")
     with pytest.raises(WhiteningError, match="at least 50"):
-        whiten_collection(engine, LITE0, "gem")
-    first = whiten_collection(engine, LITE0, "gem", min_images=10)
-    again = whiten_collection(engine, LITE0, "gem", min_images=10)
+        whiten_collection(engine, DEFAULT(engine), LITE0, "gem")
+    first = whiten_collection(engine, DEFAULT(engine), LITE0, "gem", min_images=10)
+    again = whiten_collection(engine, DEFAULT(engine), LITE0, "gem", min_images=10)
     assert (first["version"], again["version"]) == (1, 2) and first["n_images"] == 18
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+w'")).scalar() == 18
-    hits = similar(folder / "2.jpg", LITE0.name, k=3, method="gem+w", engine=engine)
+    hits = similar(folder / "2.jpg", LITE0.name, k=3, method="gem+w", engine=engine).hits
     assert hits[0].path.endswith("/2.jpg") and hits[0].distance == pytest.approx(0, abs=1e-5)
     # an image ingested after the fit gets its whitened row too
     extra = folder.parent / "extra"
     make_images(extra, ["new.png"], seed=77)
-    Ingestor(engine, [LITE0], get_method("gem"), embedders=lite0_embedders).run(extra)
+    ingestor(engine, [LITE0], get_method("gem"), embedders=lite0_embedders).run(extra)
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+w'")).scalar() == 19
 
@@ -42,10 +43,10 @@ def test_a_refit_rewrites_every_whitened_row_with_the_new_fit(engine):
     from app.store.whitening import load_whitening
 
     ids, _ = store_random_vectors(LITE0, "gem", 60)
-    whiten_collection(engine, LITE0, "gem")
-    whiten_collection(engine, LITE0, "gem", fit_ids=ids[:50])  # another fit: every +w row must follow it
+    whiten_collection(engine, DEFAULT(engine), LITE0, "gem")
+    whiten_collection(engine, DEFAULT(engine), LITE0, "gem", fit_ids=ids[:50])  # another fit: every +w row must follow it
     with engine.connect() as conn:
-        version, mean, projection = load_whitening(conn, LITE0.name, "gem")
+        version, mean, projection = load_whitening(conn, 1, LITE0.name, "gem")
         raw_ids, raw = stored_vectors(conn, LITE0, "gem")
         whitened_ids, whitened = stored_vectors(conn, LITE0, "gem+w")
     assert version == 2 and raw_ids == whitened_ids == ids
@@ -56,31 +57,32 @@ def test_dba_rows_are_written_indexed_and_searched(engine, lite0_embedders, cale
     folder, labels = calendar
     ingest_lite0(engine, lite0_embedders, folder, labels, "gem")
     with pytest.raises(AugmentError, match="no \\+dba step"):
-        augment_collection(engine, LITE0, get_method("gem+w"))
+        augment_collection(engine, DEFAULT(engine), LITE0, get_method("gem+w"))
     with pytest.raises(AugmentError, match="0 images stored") as no_whitening:
-        augment_collection(engine, LITE0, get_method("gem+w+dba"))
+        augment_collection(engine, DEFAULT(engine), LITE0, get_method("gem+w+dba"))
     assert no_whitening.value.needs_whitening
     with pytest.raises(EvaluationError, match="no stored query or database images") as not_augmented:
-        evaluate(engine, folder, labels, LITE0, get_method("gem+dba"))
+        evaluate(engine, DEFAULT(engine), folder, labels, LITE0, get_method("gem+dba"))
     assert not_augmented.value.missing_step == "dba"
-    assert augment_collection(engine, LITE0, get_method("gem+dba"))["n_images"] == 18
+    assert augment_collection(engine, DEFAULT(engine), LITE0, get_method("gem+dba"))["n_images"] == 18
     with engine.begin() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+dba'")).scalar() == 18
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(r[0] for r in conn.execute(text(
-            f"EXPLAIN {knn_sql(LITE0, 'gem+dba')}"), {"q": np.full(LITE0.dim, 0.1, np.float32), "k": 3}))
+        sql, params = knn_sql(LITE0, "gem+dba", Scope(1))
+        plan = "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {sql}"),
+                                                     {"q": np.full(LITE0.dim, 0.1, np.float32), "k": 3, **params}))
     assert index_name(LITE0.table, "gem+dba") in plan
-    hits = similar(folder / "2.jpg", LITE0.name, k=3, method="gem+dba", engine=engine)
+    hits = similar(folder / "2.jpg", LITE0.name, k=3, method="gem+dba", engine=engine).hits
     assert hits[0].path.endswith("/2.jpg")
-    result = evaluate(engine, folder, labels, LITE0, get_method("gem+dba+qe"))
+    result = evaluate(engine, DEFAULT(engine), folder, labels, LITE0, get_method("gem+dba+qe"))
     assert result.summary.n_queries == 18 and result.summary.map > 0.5
     # an image ingested later gets its augmented row: itself plus its nearest stored neighbours
     extra = folder.parent / "extra-dba"
     make_images(extra, ["new.png"], seed=78)
-    Ingestor(engine, [LITE0], get_method("gem"), embedders=lite0_embedders).run(extra)
+    ingestor(engine, [LITE0], get_method("gem"), embedders=lite0_embedders).run(extra)
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT count(*) FROM {LITE0.table} WHERE method = 'gem+dba'")).scalar() == 19
-        new_id = conn.execute(text("SELECT id FROM images WHERE path LIKE '%extra-dba%'")).scalar()
+        new_id = conn.execute(text("SELECT image_id FROM files WHERE path LIKE '%extra-dba%'")).scalar()
         ids, vectors = stored_vectors(conn, LITE0, "gem")
         _, (augmented,) = stored_vectors(conn, LITE0, "gem+dba", [new_id])
     by_id = dict(zip(ids, vectors))
@@ -96,22 +98,22 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
     ingest_lite0(engine, lite0_embedders, folder, labels, "gem+sift")
     method = get_method("gem+sift")
     with pytest.raises(GraphError, match="does not verify"):
-        build_graph(engine, LITE0, get_method("gem"))
-    first = build_graph(engine, LITE0, method)
+        build_graph(engine, DEFAULT(engine), LITE0, get_method("gem"))
+    first = build_graph(engine, DEFAULT(engine), LITE0, method)
     assert first["images"] == 18 and first["edges"] > 0
-    assert build_graph(engine, LITE0, method)["images"] == 0  # nothing new
-    assert build_graph(engine, LITE0, method, rebuild=True)["images"] == 18
+    assert build_graph(engine, DEFAULT(engine), LITE0, method)["images"] == 0  # nothing new
+    assert build_graph(engine, DEFAULT(engine), LITE0, method, rebuild=True)["images"] == 18
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT i.label, n.label, e.score FROM match_graph g JOIN images i ON i.id = g.image_id "
-            "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS e(id, score) JOIN images n ON n.id = e.id")).all()
+            "SELECT i.label, n.label, e.score FROM match_graph g JOIN files i ON i.image_id = g.image_id "
+            "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS e(id, score) JOIN files n ON n.image_id = e.id")).all()
     assert len(rows) == first["edges"]
     same = [score for a, b, score in rows if a == b]
     other = [score for a, b, score in rows if a != b]  # the shared layout verifies too, but scores less
     assert len(same) == 18 * 8 and sum(same) / len(same) > 2 * sum(other) / max(1, len(other))
-    result = evaluate(engine, folder, labels, LITE0, method)
+    result = evaluate(engine, DEFAULT(engine), folder, labels, LITE0, method)
     perfect = [q for q in result.queries
-               if all(h.image_id in result.relevant[q] for h in result.rankings[q][:len(result.relevant[q])])]
-    assert len(perfect) == 18, "every query ranks its whole page first"
-    hits = similar(folder / "1.jpg", LITE0.name, k=18, method="gem+sift", engine=engine)
+               if all(h.path in result.relevant[q] for h in result.rankings[q][:len(result.relevant[q])])]
+    assert len(perfect) == result.perfect_queries() == 18, "every query ranks its whole page first"
+    hits = similar(folder / "1.jpg", LITE0.name, k=18, method="gem+sift", engine=engine).hits
     assert all(h.score is not None for h in hits[1:9])

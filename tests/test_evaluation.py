@@ -1,18 +1,20 @@
 """evaluate/compare against the real database; cross-checked with a brute-force numpy ranking."""
 
+from pathlib import Path
+
 import pytest
+from sqlalchemy import text
 
 from app import api
 from app.describe.embedder import Embedder
 from app.describe.methods import get_method
 from app.describe.registry import get_model
-from app.evaluation.evaluate import evaluate, image_ids
+from app.evaluation.evaluate import evaluate
 from app.evaluation.metrics import summarize
 from app.evaluation.report import write_contact_sheet, write_html
 from app.files.labels import read_labels
-from app.ingestion.runner import Ingestor
 from app.store.embeddings import stored_vectors
-from tests.helpers import make_images
+from tests.helpers import collection, ingestor, make_images
 
 GLOBAL = get_method("global")
 SMALL = get_model("mobilenetv3small")
@@ -37,7 +39,8 @@ def _brute_force(engine, names, roles, groups, folder):
     with engine.connect() as conn:
         ids_list, vectors = stored_vectors(conn, SMALL, "global")
     vec = dict(zip(ids_list, vectors))
-    ids = image_ids(engine, folder, read_labels(folder.parent / "labels.csv"), 10**9)
+    with engine.connect() as conn:
+        ids = {Path(p).name: i for p, i in conn.execute(text("SELECT path, image_id FROM files"))}
     database = [ids[n] for n, r in zip(names, roles) if r != "query"]
     lists = []
     for n, r, g in zip(names, roles, groups):
@@ -54,14 +57,14 @@ def _brute_force(engine, names, roles, groups, folder):
 
 def test_metrics_from_database_rankings_match_brute_force(engine, embedders, labelled):
     folder, csv, names, roles = labelled
-    Ingestor(engine, [SMALL], GLOBAL, embedders=embedders, pretrained=False).run(folder, read_labels(csv))
-    result = evaluate(engine, folder, csv, SMALL, GLOBAL, k=3)
+    ingestor(engine, [SMALL], GLOBAL, embedders=embedders, pretrained=False).run(folder, read_labels(csv))
+    result = evaluate(engine, collection(engine), folder, csv, SMALL, GLOBAL, k=3)
     expected = _brute_force(engine, names, roles, [f"g{i % 3}" for i in range(12)], folder)
     assert result.summary.n_queries == 9 and result.n_database == 9
     for key in ("map", "p_at_1", "p_at_r", "recall_at_1", "recall_at_k"):
         assert getattr(result.summary, key) == pytest.approx(getattr(expected, key), abs=1e-9), key
     for q, hits in result.rankings.items():
-        assert q not in {h.image_id for h in hits}
+        assert result.files[q].path not in {h.path for h in hits} and len(hits) == 9 - (q in names[2::4] + names[3::4])
 
 
 def test_compare_writes_html_and_png(engine, embedders, labelled, tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def test_debug_shows_the_traceback():
 def test_a_never_migrated_database_is_migrated_by_search_and_reported_by_check(empty_db):
     proc = imgsim("search", "1", "--method", "global")
     assert proc.returncode == 1 and "UndefinedTable" not in proc.stderr
-    assert "image id 1 has no efficientnet-lite0/global embedding stored" in error_line(proc)
+    assert "no efficientnet-lite0/global vectors are stored in collection 'default'" in error_line(proc)
     # search migrated it
     assert count(empty_db, "SELECT count(*) FROM alembic_version") == 1
 
@@ -197,7 +197,7 @@ def test_two_whitenings_at_once_wait_for_each_other(database):
     store_random_vectors(LITE0, "gem", 60)
     whiten = [sys.executable, "-m", "app.cli", "index", "whiten", "--method", "gem"]
     with psycopg.connect(database, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("job", LITE0.table, "gem+w")])
+        holder.execute("SELECT pg_advisory_lock(%s)", [lock_key("job", LITE0.table, "1:gem+w")])
         jobs = [subprocess.Popen(whiten, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(2)]
         wait_for(lambda: _waiting_on_advisory_locks(database) == 2, what="both jobs to wait")
@@ -216,15 +216,15 @@ def test_concurrent_inserts_count_each_new_image_once(database):
     from app.store.db import get_engine
     from app.store.images import insert_images
 
-    rows = [{"sha256": f"{i:064x}", "path": f"/p/{i}.jpg", "width": 4, "height": 3, "label": None} for i in range(16)]
+    rows = [{"sha256": f"{i:064x}", "width": 4, "height": 3} for i in range(16)]
     engine, counted = get_engine(), {}
     first = engine.connect()
     first.begin()
-    counted["first"] = insert_images(first, rows)[1]
+    counted["first"] = insert_images(first, 1, rows)[1]
 
     def second():
         with engine.begin() as conn:
-            counted["second"] = insert_images(conn, rows)[1]
+            counted["second"] = insert_images(conn, 1, rows)[1]
 
     thread = threading.Thread(target=second)
     thread.start()
@@ -272,7 +272,7 @@ def test_strange_names_are_stored_apart_and_reported_on_one_line(database, tmp_p
 def test_evaluate_without_a_usable_query_fails(engine, lite0_embedders, tmp_path):
     from app.describe.methods import get_method
     from app.evaluation.evaluate import EvaluationError, evaluate
-    from tests.helpers import ingest_lite0
+    from tests.helpers import collection, ingest_lite0
 
     folder = tmp_path / "set"
     make_images(folder, [f"u{i}.png" for i in range(4)], seed=8)
@@ -280,7 +280,7 @@ def test_evaluate_without_a_usable_query_fails(engine, lite0_embedders, tmp_path
     labels.write_text("filename,group\n" + "".join(f"u{i}.png,g{i}\n" for i in range(4)))  # every group alone
     ingest_lite0(engine, lite0_embedders, folder, labels, "global")
     with pytest.raises(EvaluationError, match="nothing to measure"):
-        evaluate(engine, folder, labels, LITE0, get_method("global"))
+        evaluate(engine, collection(engine), folder, labels, LITE0, get_method("global"))
 
 
 def test_ctrl_c_while_the_command_line_starts_is_one_line(monkeypatch, capsys):
@@ -313,7 +313,7 @@ def test_stored_size_is_the_photos_not_the_reduced_decodes(engine, lite0_embedde
     from sqlalchemy import text
 
     from app.describe.methods import get_method
-    from app.ingestion.runner import Ingestor
+    from tests.helpers import ingestor
 
     folder = tmp_path / "big"
     folder.mkdir()
@@ -321,9 +321,9 @@ def test_stored_size_is_the_photos_not_the_reduced_decodes(engine, lite0_embedde
     exif[0x0112] = 6  # shown turned a quarter: 1800 wide, 2400 high
     Image.new("RGB", (2400, 1800), (90, 140, 30)).save(folder / "turned.jpg", exif=exif.tobytes())
     Image.new("RGB", (2400, 1800), (20, 40, 200)).save(folder / "plain.jpg")
-    Ingestor(engine, [LITE0], get_method("global"), embedders=lite0_embedders).run(folder)  # decodes at 1/8
+    ingestor(engine, [LITE0], get_method("global"), embedders=lite0_embedders).run(folder)  # decodes at 1/8
     with engine.connect() as conn:
-        sizes = {Path(p).name: (w, h) for p, w, h in conn.execute(text("SELECT path, width, height FROM images"))}
+        sizes = {Path(p).name: (w, h) for p, w, h in conn.execute(text("SELECT f.path, i.width, i.height FROM files f JOIN images i ON i.id = f.image_id"))}
     assert sizes == {"turned.jpg": (1800, 2400), "plain.jpg": (2400, 1800)}
 
 
@@ -331,14 +331,14 @@ def test_a_first_load_drops_its_index_only_while_it_writes(engine, lite0_embedde
     import logging
 
     from app.describe.methods import get_method
-    from app.ingestion.runner import Ingestor
+    from tests.helpers import ingestor
     from app.retrieval.search import similar
 
     folder = tmp_path / "load"
     make_images(folder, [f"f{i:02d}.png" for i in range(20)], seed=12)
     url = engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
     seen = []
-    Ingestor(engine, [LITE0], get_method("global"), embedders=lite0_embedders).run(
+    ingestor(engine, [LITE0], get_method("global"), embedders=lite0_embedders).run(
         folder, progress=lambda done, total: seen.append((done, _index_present(url))))
     # there before anything is written, gone while batches are written, built after the load
     assert seen[0] == (0, True) and (16, False) in seen and _index_present(url)
@@ -346,7 +346,7 @@ def test_a_first_load_drops_its_index_only_while_it_writes(engine, lite0_embedde
         conn.exec_driver_sql("DROP INDEX ix_emb_efficientnet_lite0_global_hnsw")
     monkeypatch.setattr(logging.getLogger("imgsim"), "propagate", True)  # the CLI may have turned it off
     with caplog.at_level("WARNING", logger="imgsim"):
-        assert len(similar(1, LITE0.name, 3, "global", engine)) == 3
+        assert len(similar(1, LITE0.name, 3, "global", engine).hits) == 3
     assert [r.getMessage() for r in caplog.records] == [
         "efficientnet-lite0/global has no HNSW index, so searches scan every row; run `imgsim db check --repair`"]
 
@@ -384,7 +384,7 @@ def test_a_search_with_nothing_stored_for_its_method_says_so(database, tmp_path)
     assert imgsim("ingest", str(tmp_path), "--method", "global", "--quiet").returncode == 0
     proc = imgsim("search", str(tmp_path / "a.png"), "--method", "gem")  # ingested with global, searched with gem
     assert proc.returncode == 1 and proc.stdout == ""
-    assert error_line(proc) == ("error: no efficientnet-lite0/gem vectors are stored; run "
+    assert error_line(proc) == ("error: no efficientnet-lite0/gem vectors are stored in collection 'default'; run "
                                 "`imgsim ingest FOLDER --model efficientnet-lite0 --method gem` first")
 
 

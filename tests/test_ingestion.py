@@ -8,11 +8,10 @@ from sqlalchemy import text
 from app.store.embeddings import stored_vectors
 from app.store.images import list_failures
 from app.describe.embedder import Embedder
-from app.ingestion.runner import Ingestor
 from app.files.labels import read_labels
 from app.describe.methods import get_method
 from app.describe.registry import get_model
-from tests.helpers import make_images
+from tests.helpers import ingestor, make_images
 
 GLOBAL = get_method("global")
 SMALL = get_model("mobilenetv3small")
@@ -24,7 +23,7 @@ def embedders():
 
 
 def _ingestor(engine, embedders, models=(SMALL,)):
-    return Ingestor(engine, list(models), GLOBAL, embedders=embedders, pretrained=False)
+    return ingestor(engine, list(models), GLOBAL, embedders=embedders, pretrained=False)
 
 
 def _count(engine, sql):
@@ -96,7 +95,7 @@ def test_labels_from_csv_and_vectors_are_unit_length(engine, embedders, tmp_path
     csv.write_text("filename,group\nx.jpg,first\nsub/y.png,second\n")
     _ingestor(engine, embedders).run(tmp_path, read_labels(csv))
     with engine.connect() as conn:
-        labels = dict(conn.execute(text("SELECT path, label FROM images")).all())
+        labels = dict(conn.execute(text("SELECT path, label FROM files")).all())
         ids, vectors = stored_vectors(conn, SMALL, "global")
     assert sorted(labels.values()) == ["first", "second"]
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -141,20 +140,21 @@ def test_files_over_the_byte_limit_fail_and_files_at_it_pass(engine, embedders, 
 def test_a_2048_d_model_stores_real_embeddings_and_searches_them_through_halfvec(engine, tmp_path):
     from app.retrieval.search import similar
     from app.store.knn import knn_sql
+    from app.store.scope import Scope
 
     resnet = get_model("resnet50")  # 2048-d: indexed as halfvec (HNSW takes vector up to 2000 dims)
     make_images(tmp_path, [f"r{i}.jpg" for i in range(8)], seed=6)
-    Ingestor(engine, [resnet], GLOBAL, embedders={f"{resnet.name}/global": Embedder(resnet, GLOBAL, pretrained=False)},
+    ingestor(engine, [resnet], GLOBAL, embedders={f"{resnet.name}/global": Embedder(resnet, GLOBAL, pretrained=False)},
              pretrained=False).run(tmp_path)
     with engine.connect() as conn:
         ids, vectors = stored_vectors(conn, resnet, "global")
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        explain = text("EXPLAIN " + knn_sql(resnet, "global"))
-        plan = "\n".join(r[0] for r in conn.execute(explain, {"q": vectors[0], "k": 3}))
+        sql, params = knn_sql(resnet, "global", Scope(1))
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql), {"q": vectors[0], "k": 3, **params}))
     assert len(ids) == 8 and vectors.shape == (8, 2048)
     assert f"ix_{resnet.table}_global_hnsw" in plan
     for i, image_id in enumerate(ids):
-        hits = similar(image_id, resnet.name, k=8, method="global", engine=engine)
+        hits = similar(image_id, resnet.name, k=8, method="global", engine=engine).hits
         expected = 1.0 - vectors @ vectors[i]
         assert hits[0].image_id == image_id and hits[0].distance == pytest.approx(0.0, abs=2e-3)
         assert max(abs(h.distance - expected[ids.index(h.image_id)]) for h in hits) < 2e-3  # half precision
@@ -165,5 +165,5 @@ def test_stored_paths_are_absolute_whatever_folder_the_job_ran_from(engine, embe
     monkeypatch.chdir(tmp_path)
     _ingestor(engine, embedders).run(Path("photos/../photos"))  # relative, and not normalised
     with engine.connect() as conn:
-        paths = sorted(r[0] for r in conn.execute(text("SELECT path FROM images")))
+        paths = sorted(r[0] for r in conn.execute(text("SELECT path FROM files")))
     assert paths == [str(tmp_path.resolve() / "photos" / "a.jpg"), str(tmp_path.resolve() / "photos" / "sub" / "b.png")]

@@ -84,7 +84,7 @@ def test_concurrent_jobs_over_overlapping_folders_store_each_image_once(database
         result = subprocess.run([sys.executable, "-m", "app.cli", "search", str(parts["a"][0]), "--model", MODEL,
                                  "--method", "global", "-k", "3", "--json"], env=_env(), capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-        assert len(json.loads(result.stdout)) == 3
+        assert len(json.loads(result.stdout)["hits"]) == 3
         searches += 1
     for job in jobs:
         _, err = job.communicate()
@@ -120,7 +120,7 @@ def test_hostile_strings_in_names_labels_and_arguments_change_nothing(database, 
                                     text=True)
             assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr)
     with psycopg.connect(database) as conn:
-        stored = dict(conn.execute("SELECT path, label FROM images").fetchall())
+        stored = dict(conn.execute("SELECT path, label FROM files").fetchall())
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert sorted(stored.values()) == sorted(HOSTILE)
     assert {os.path.basename(p) for p in stored} == set(names)

@@ -4,6 +4,7 @@ import pytest
 
 from app.retrieval.hits import Hit
 from app.describe.local import MIN_INLIERS
+from app.store.scope import Scope
 from app.retrieval.rerank import FUSION_WEIGHT, background_weights, fuse, order, through_graph, verified_scores
 
 
@@ -11,8 +12,8 @@ def test_graph_expansion_adds_the_verified_neighbours_of_verified_candidates():
     score = {1: 40.0, 2: 20.0}  # path weights (40/40)^2 = 1 and (20/40)^2 = 0.25
     graph = {1: {3: 10.0, 2: 5.0, 9: 7.0}, 2: {4: 8.0, 1: 30.0, 3: 60.0}}
     # 3: best single path max(1 x 10, 0.25 x 60); 9 is the query itself
-    assert through_graph(score, graph, query_id=9, among=None) == {1: 47.5, 2: 25.0, 3: 15.0, 4: 2.0}
-    assert through_graph(score, graph, query_id=9, among=[1, 2, 4]) == {1: 47.5, 2: 25.0, 4: 2.0}
+    assert through_graph(score, graph, query_id=9) == {1: 47.5, 2: 25.0, 3: 15.0, 4: 2.0}
+    assert through_graph(score, graph, query_id=9, allowed=Scope.of(1, [1, 2, 4]).allows) == {1: 47.5, 2: 25.0, 4: 2.0}
 
 
 def test_background_weights_share_an_inlier_between_the_candidates_that_use_it():

@@ -9,9 +9,11 @@ from app.store.embeddings import write_embeddings
 from app.retrieval.query import QueryError
 from app.retrieval.search import similar
 from app.store.knn import knn_sql, nearest
+from app.store.scope import Scope
 from tests.helpers import store_random_vectors
 
 GLOBAL = get_method("global")
+DEFAULT = Scope(1)
 
 
 @pytest.mark.parametrize("model,tol", [("efficientnet-lite0", 1e-5), ("resnet50", 2e-3)])
@@ -20,7 +22,7 @@ def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
     ids, vectors = store_random_vectors(spec, "global", 60, seed=0)
     query = vectors[7] + 0.3 * vectors[8]
     with engine.begin() as conn:
-        hits = nearest(conn, spec, "global", query, k=60)
+        hits = nearest(conn, spec, "global", query, k=60, scope=DEFAULT)
     distances = np.array([h.distance for h in hits])
     assert len(hits) == 60
     assert np.all(np.diff(distances) >= -1e-6)
@@ -34,7 +36,7 @@ def test_distances_ascend_and_equal_one_minus_cosine(engine, model, tol):
 def test_query_by_stored_id_returns_itself_first(engine):
     spec = get_model("efficientnet-lite0")
     ids, _ = store_random_vectors(spec, "global", 20, seed=0)
-    hits = similar(ids[3], spec.name, k=5, method="global", engine=engine)
+    hits = similar(ids[3], spec.name, k=5, method="global", engine=engine).hits
     assert hits[0].image_id == ids[3] and hits[0].distance == pytest.approx(0.0, abs=1e-6)
     assert hits[0].label == "g0" and hits[0].path == "/img/3.jpg"
 
@@ -46,12 +48,14 @@ def test_explain_uses_the_hnsw_index(engine, model):
     q = np.full(spec.dim, 0.1, np.float32)
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + knn_sql(spec, "global")), {"q": q, "k": 5}))
+        sql, params = knn_sql(spec, "global", DEFAULT)
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql), {"q": q, "k": 5, **params}))
     assert f"ix_{spec.table}_global_hnsw" in plan and "Index Scan" in plan, plan
 
 
 def test_unknown_id_is_a_clear_error(engine):
-    with pytest.raises(QueryError, match="no efficientnet-lite0/global embedding"):
+    store_random_vectors(get_model("efficientnet-lite0"), "global", 3, seed=0)
+    with pytest.raises(QueryError, match="image id 999999 is not stored in this collection"):
         similar(999999, "efficientnet-lite0", method="global", engine=engine)
 
 
@@ -64,8 +68,8 @@ def test_rows_of_other_methods_and_regions_never_reach_a_global_search(engine):
         write_embeddings(conn, spec, "gem", [(i, 0, query) for i in ids])
         write_embeddings(conn, spec, "rmac", [(i, r, query) for i in ids for r in range(4)])
     with engine.begin() as conn:
-        hits = nearest(conn, spec, "global", query, k=20)
-        gem = nearest(conn, spec, "gem", query, k=20)
+        hits = nearest(conn, spec, "global", query, k=20, scope=DEFAULT)
+        gem = nearest(conn, spec, "gem", query, k=20, scope=DEFAULT)
     assert sorted(h.image_id for h in hits) == sorted(ids)  # each image once, none from another method
     expected = dict(zip(ids, 1.0 - vectors @ query))
     assert max(abs(h.distance - expected[h.image_id]) for h in hits) < 1e-5
@@ -80,7 +84,7 @@ def test_query_expansion_adds_the_top_three_results_other_than_the_query_itself(
     # neighbours at cosine ~0.7: their weights count
     ids, vectors = store_random_vectors(spec, "global", 12, seed=0, spread=0.7)
     with engine.begin() as conn:
-        hits = nearest(conn, spec, "global", vectors[0], k=6)
+        hits = nearest(conn, spec, "global", vectors[0], k=6, scope=DEFAULT)
         expanded = expand_query(conn, spec, GLOBAL, vectors[:1], hits)
     assert hits[0].image_id == ids[0] and hits[0].distance < 1e-6  # the query itself: never added to itself
     top = hits[1:4]

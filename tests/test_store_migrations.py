@@ -83,21 +83,21 @@ def _fill_every_kind_of_row(n: int = 5):
     from app.store.db import get_engine
     from app.store.embeddings import write_embeddings
     from app.store.graph import write_graph
-    from app.store.images import insert_images
     from app.store.local import write_local
     from app.store.whitening import save_whitening
+    from tests.helpers import store_images
 
     spec, rng = get_model("efficientnet-lite0"), np.random.default_rng(3)
     rows = [{"sha256": f"{i:064x}", "path": f"/m/{i}.jpg", "width": 8, "height": 6, "label": None} for i in range(n)]
     with get_engine().begin() as conn:
-        ids, _ = insert_images(conn, rows)
+        ids = store_images(conn, rows)
         image_ids = [ids[r["sha256"]] for r in rows]
         vectors = rng.normal(size=(n, 4, spec.dim)).astype(np.float32)
         write_embeddings(conn, spec, "global", [(i, 0, v[0]) for i, v in zip(image_ids, vectors)])
         write_embeddings(conn, spec, "rmac", [(i, r, v[r]) for i, v in zip(image_ids, vectors) for r in range(4)])
         features = LocalFeatures(rng.random((3, 2), dtype=np.float32), rng.integers(0, 255, (3, 128), np.uint8))
         write_local(conn, "sift", [(i, features) for i in image_ids])
-        save_whitening(conn, spec.name, "rmac", n, np.zeros(spec.dim), np.eye(spec.dim, dtype=np.float32))
+        save_whitening(conn, 1, spec.name, "rmac", n, np.zeros(spec.dim), np.eye(spec.dim, dtype=np.float32))
         write_graph(conn, spec.name, "sift", [(image_ids[0], {image_ids[1]: 12.0})])
     return {(i, m): v for i, v in zip(image_ids, vectors) for m in ("global", "rmac")}
 
@@ -126,3 +126,41 @@ def test_downgrades_under_data_delete_exactly_what_the_later_schema_added(databa
         emptied = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                    for t in ("local_features", "whitening", "match_graph")]
     assert regions == (10, 10) and emptied == [0, 0, 0]
+
+
+def test_0005_moves_every_image_path_to_a_file_of_default_and_back(database):
+    """Data written by the schema before collections: each image's path and label become a file
+    row of ``default``; down again, paths and labels come back, other collections go."""
+    from tests.helpers import store_images
+
+    migrate.downgrade("0004")
+    with psycopg.connect(database) as conn:
+        for i, (path, label) in enumerate([("/p/a.jpg", "x"), ("/p/b.jpg", None), ("/p/sub/c d.jpg", "y")]):
+            conn.execute("INSERT INTO images (sha256, path, width, height, label) VALUES (%s, %s, 4, 3, %s)",
+                         (f"{i:064x}", path, label))
+        conn.execute("INSERT INTO failures (path, reason) VALUES ('/p/bad.jpg', 'not an image')")
+        before = dict(conn.execute("SELECT path, id FROM images").fetchall())
+    migrate.upgrade("head")
+    with psycopg.connect(database) as conn:
+        files = conn.execute("SELECT c.name, f.path, f.image_id, f.label FROM files f "
+                             "JOIN collections c ON c.id = f.collection_id ORDER BY f.path").fetchall()
+        assert files == [("default", "/p/a.jpg", before["/p/a.jpg"], "x"), ("default", "/p/b.jpg", before["/p/b.jpg"], None),
+                         ("default", "/p/sub/c d.jpg", before["/p/sub/c d.jpg"], "y")]
+        assert conn.execute("SELECT c.name FROM failures x JOIN collections c ON c.id = x.collection_id").fetchall() \
+            == [("default",)]
+        columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                              "WHERE table_name = 'images'")}
+        assert "path" not in columns and "label" not in columns and "collection_id" in columns
+    from app.store.db import get_engine
+
+    with get_engine().begin() as conn:  # the same content in a second collection, and a copy in default
+        conn.exec_driver_sql("INSERT INTO collections (name) VALUES ('other')")
+        store_images(conn, [{"sha256": f"{0:064x}", "path": "/q/a.jpg", "width": 4, "height": 3}], collection=2)
+        store_images(conn, [{"sha256": f"{0:064x}", "path": "/p/0 copy.jpg", "width": 4, "height": 3}])
+    migrate.downgrade("0004")
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("SELECT path, label FROM images ORDER BY path").fetchall()
+        assert rows == [("/p/0 copy.jpg", "x"), ("/p/b.jpg", None), ("/p/sub/c d.jpg", "y")]  # first path, a label kept
+        assert conn.execute("SELECT count(*) FROM failures").fetchone()[0] == 1
+    assert "collections" not in _tables(database) and "files" not in _tables(database)
+    migrate.upgrade("head")

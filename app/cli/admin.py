@@ -1,14 +1,14 @@
 """Administrative commands: ``db``, ``models``, ``index`` (collection steps), ``methods``, ``failures``."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from app import api
-from app.cli.common import (DEFAULT_METHOD, JsonOpt, OneModelOpt, QuietOpt, err, explain, fail, fail_with, method,
-                            one_spec, out)
+from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, CollectionOpt, JsonOpt, OneModelOpt, QuietOpt, err,
+                            explain, fail, fail_with, method, one_spec, out)
 from app.cli.render import print_graph, print_json, print_table, progress
 from app.collection.dba import AugmentError
 from app.collection.graph import GraphError
@@ -20,6 +20,7 @@ from app.describe.registry import MODELS, UnknownModel, resolve_models
 from app.describe.weights import WeightsUnavailable, weights_dir, weights_present, weights_source
 from app.files.paths import one_line
 from app.store import migrate
+from app.store.collections import CollectionError
 from app.store.db import libpq_url, stop_embedded
 
 db_app = typer.Typer(help="The database: migrations, URL, embedded server.", no_args_is_help=True)
@@ -69,7 +70,9 @@ def print_findings(findings: list[dict]) -> None:
     for f in findings:
         state = "repaired" if f["repaired"] else "found" if f["repairable"] else "note"
         where = "/".join(x for x in (f["model"], f["method"]) if x)
-        out.print(f"{state}: {where + ': ' if where else ''}{escape(f['message'])}", highlight=False, soft_wrap=True)
+        where += f" in {f['collection']}" if f.get("collection") else ""
+        out.print(f"{state}: {escape(where) + ': ' if where else ''}{escape(f['message'])}", highlight=False,
+                  soft_wrap=True)
 
 
 @db_app.command("url")
@@ -126,15 +129,16 @@ def models_fetch(name: str = typer.Argument(..., help="Model name or 'all'.")):
 def index_whiten(
     model: OneModelOpt = None,
     method_name: Annotated[str, typer.Option("--method", help="Descriptor to whiten (gem, gem-ms, rmac).")] = "gem",
+    collection: CollectionOpt = DEFAULT_COLLECTION,
 ):
     """Fit PCA-whitening on the stored vectors and write the whitened rows (method DESCRIPTOR+w)."""
     spec, meth = one_spec(model), method(method_name)
     try:
-        result = api.whiten(spec.name, meth.raw)
-    except WhiteningError as exc:
+        result = api.whiten(spec.name, meth.raw, collection=collection)
+    except (WhiteningError, CollectionError) as exc:
         fail_with(exc)
-    out.print(f"{result['model']}/{result['method']}: version {result['version']} fitted on "
-              f"{result['n_images']} images")
+    out.print(f"{result['model']}/{result['method']} in {result['collection']}: version {result['version']} "
+              f"fitted on {result['n_images']} images", highlight=False)
 
 
 @index_app.command("dba")
@@ -142,14 +146,16 @@ def index_dba(
     model: OneModelOpt = None,
     method_name: Annotated[str, typer.Option("--method", help="A method with +dba (gem+dba, gem+w+dba, ...).")]
     = "gem+w+dba",
+    collection: CollectionOpt = DEFAULT_COLLECTION,
 ):
     """Database-side augmentation: write each image's vector averaged with its nearest neighbours."""
     spec, meth = one_spec(model), method(method_name)
     try:
-        result = api.augment(spec.name, meth.name)
-    except AugmentError as exc:
+        result = api.augment(spec.name, meth.name, collection=collection)
+    except (AugmentError, CollectionError) as exc:
         fail_with(exc)
-    out.print(f"{result['model']}/{result['method']}: {result['n_images']} images augmented")
+    out.print(f"{result['model']}/{result['method']} in {result['collection']}: {result['n_images']} images "
+              f"augmented", highlight=False)
 
 
 @index_app.command("graph")
@@ -158,14 +164,15 @@ def index_graph(
     method_name: Annotated[str, typer.Option("--method", help="The verifying method whose shortlist and local "
                                                               "features build the graph.")] = DEFAULT_METHOD,
     rebuild: Annotated[bool, typer.Option(help="Recompute every row, not only those of new images.")] = False,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
     quiet: QuietOpt = False,
 ):
     """Store each image's spatially verified neighbours; verified searches expand through them."""
     spec, meth = one_spec(model), method(method_name)
     try:
         with progress(quiet, "verifying") as update:
-            result = api.build_graph(spec.name, meth.name, rebuild, update)
-    except GraphError as exc:
+            result = api.build_graph(spec.name, meth.name, rebuild, update, collection=collection)
+    except (GraphError, CollectionError) as exc:
         fail_with(exc)
     if not quiet or rebuild:
         print_graph(result)
@@ -193,10 +200,17 @@ def methods(as_json: JsonOpt = False):
     print_table(["name", "kind", "description"], [[r["name"], r["kind"], r["description"]] for r in rows])
 
 
-def failures(as_json: JsonOpt = False):
+def failures(
+    collection: Annotated[Optional[str], typer.Option("--collection", "-c", help="Only this collection's.")] = None,
+    as_json: JsonOpt = False,
+):
     """List the files that could not be ingested, with the reason."""
-    rows = api.failures()
+    try:
+        rows = api.failures(collection=collection)
+    except CollectionError as exc:
+        fail_with(exc)
     if as_json:
         return print_json(rows)
-    print_table(["when", "reason"], [[r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), one_line(r["reason"]),
-                                      one_line(r["path"])] for r in rows], fold="path")
+    print_table(["when", "collection", "reason"],
+                [[r["failed_at"].strftime("%Y-%m-%d %H:%M:%S"), one_line(r["collection"]), one_line(r["reason"]),
+                  one_line(r["path"])] for r in rows], fold="path")

@@ -17,6 +17,7 @@ from app.describe.registry import ModelSpec, UnknownModel, resolve_models
 from app.describe.weights import WeightsUnavailable, weights_dir
 from app.evaluation.evaluate import EvaluationError
 from app.retrieval.query import MissingWhitening, NothingStored
+from app.store.collections import DEFAULT_COLLECTION
 
 # Piped output is not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -30,6 +31,10 @@ MethodOpt = Annotated[str, typer.Option(
     "--method", help="DESCRIPTOR[@SIDE][+w][+dba][+qe][+sift|+orb], descriptor global|gem|gem-ms|rmac; "
                      "'verified' (default) = gem+sift. See `imgsim methods`.")]
 JsonOpt = Annotated[bool, typer.Option("--json")]
+CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="The collection (a named set of photos).")]
+BenchCollectionOpt = Annotated[Optional[str], typer.Option(
+    "--collection", "-c", help="The collection the labelled folder goes to (default: the folder's name), apart "
+                               "from the photos you search.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q")]
 
 
@@ -57,9 +62,10 @@ def _evaluation_hint(exc: EvaluationError) -> str | None:
 
 
 def _nothing_stored_hint(exc: NothingStored) -> str:
+    where = "" if exc.collection == DEFAULT_COLLECTION else f" --collection {exc.collection}"
     if exc.method.dba:
-        return f"run `imgsim index dba --model {exc.model} --method {exc.method.name}`"
-    return f"run `imgsim ingest FOLDER --model {exc.model} --method {exc.method.name}` first"
+        return f"run `imgsim index dba --model {exc.model} --method {exc.method.name}{where}`"
+    return f"run `imgsim ingest FOLDER --model {exc.model} --method {exc.method.name}{where}` first"
 
 
 # Library errors say what is wrong; the CLI adds which command fixes it.

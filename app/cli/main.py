@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.columns import Columns
+from rich.markup import escape
 
 from app import api
-from app.cli import admin, boundary
-from app.cli.common import (DEFAULT_METHOD, EXIT_FAILURES, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, err,
-                            fail, fail_with, method, one_spec, out, specs)
+from app.cli import admin, boundary, library
+from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, BenchCollectionOpt, CollectionOpt,
+                            JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, err, fail, fail_with, method, one_spec,
+                            out, specs)
 from app.cli.render import (hit_dict, print_failure, print_graph, print_ingest, print_json, print_metrics,
                             print_ranking, print_table, progress)
 from app.describe.registry import UnknownModel, resolve_models
@@ -23,14 +25,17 @@ from app.files.images import ImageError
 from app.files.paths import one_line
 from app.files.labels import LabelsError
 from app.retrieval.query import QueryError
+from app.store.collections import CollectionError
 
 app = typer.Typer(help="Image similarity search on PostgreSQL + pgvector.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.models_app, name="models")
 app.add_typer(admin.index_app, name="index")
+app.add_typer(library.collections_app, name="collections")
 app.command()(admin.methods)
 app.command()(admin.failures)
+app.command()(library.remove)
 
 
 @app.command()
@@ -41,10 +46,16 @@ def ingest(
     method_name: MethodOpt = DEFAULT_METHOD,
     graph: Annotated[bool, typer.Option(help="With a verifying method, store the new images' verified "
                                              "neighbours (imgsim index graph) after embedding.")] = True,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    sync: Annotated[bool, typer.Option(help="Also forget the collection's files below FOLDER that are gone "
+                                            "(and images no file holds any more).")] = False,
+    rehash: Annotated[bool, typer.Option(help="Read every file, also those whose size and modification time "
+                                              "are unchanged.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ):
-    """Embed every image under FOLDER (idempotent: only what is not stored yet)."""
+    """Record every image file under FOLDER and embed the new content (idempotent: copies and
+    moved files are recognised by their content and not embedded again)."""
     chosen, meth = specs(model), method(method_name)
     if not folder.is_dir():
         fail(f"{folder}: not a folder")
@@ -52,8 +63,8 @@ def ingest(
         with progress(quiet or as_json) as embedding, progress(quiet or as_json, "verifying") as verifying:
             report = api.ingest(folder, [s.name for s in chosen], meth, labels, graph,
                                 on_failure=None if as_json else print_failure, progress=embedding,
-                                graph_progress=verifying)
-    except (LabelsError, WeightsUnavailable) as exc:
+                                graph_progress=verifying, collection=collection, sync=sync, rehash=rehash)
+    except (LabelsError, WeightsUnavailable, CollectionError) as exc:
         fail_with(exc)
     if as_json:
         print_json(report.as_dict())
@@ -73,17 +84,21 @@ def search(
     method_name: MethodOpt = DEFAULT_METHOD,
     max_distance: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Only results within this "
                                                                                "cosine distance.")] = None,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    label: Annotated[Optional[str], typer.Option(help="Only images with a file of this label.")] = None,
+    under: Annotated[Optional[Path], typer.Option(help="Only images with a file below this folder.")] = None,
     as_json: JsonOpt = False,
 ):
-    """Rank stored images by cosine distance to QUERY."""
+    """Rank the collection's images by cosine distance to QUERY."""
     spec, meth = one_spec(model), method(method_name)
     try:
-        hits = api.similar(query, spec.name, k, meth.name, max_distance=max_distance)
-    except (QueryError, ImageError, WeightsUnavailable) as exc:
+        answer = api.search(query, spec.name, k, meth.name, collection, label, under, max_distance)
+    except (QueryError, ImageError, WeightsUnavailable, CollectionError) as exc:
         fail_with(exc)
     if as_json:
-        return print_json([hit_dict(h) for h in hits])
-    print_ranking(hits, f"{spec.name} / {method_name}")
+        return print_json({"model": answer.model, "method": answer.method, "resolved": answer.resolved,
+                           "collection": answer.collection, "hits": [hit_dict(h) for h in answer.hits]})
+    print_ranking(answer.hits, f"{spec.name} / {method_name} in {answer.collection}")
 
 
 @app.command()
@@ -92,17 +107,31 @@ def duplicates(
     method_name: Annotated[str, typer.Option("--method", help="Vectors to compare; with +sift/+orb pairs are "
                                                               "verified.")] = DEFAULT_METHOD,
     threshold: Annotated[float, typer.Option(help="Largest cosine distance of a pair.", min=0.0, max=2.0)] = 0.1,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
     as_json: JsonOpt = False,
 ):
-    """List groups of near-duplicate images (the same item) among the stored ones."""
+    """List exact copies (one content in several files) and groups of near-duplicate images
+    (the same item) in the collection."""
     spec, meth = one_spec(model), method(method_name)
-    found = api.duplicates(spec.name, meth.name, threshold)
+    try:
+        copies = api.exact_copies(collection=collection)
+        found = api.duplicates(spec.name, meth.name, threshold, collection=collection)
+    except CollectionError as exc:
+        fail_with(exc)
     if as_json:
-        return print_json(found)
+        return print_json({"collection": collection, "exact_copies": copies, "groups": found})
+    print_table(["copy", "id", "label"], [[str(n), str(item["id"]), one_line(item["label"] or ""),
+                                           one_line(item["path"])] for n, same in enumerate(copies, 1) for item in same],
+                f"{len(copies)} contents held by several files in {collection}", fold="path")
     print_table(["group", "id", "label"],
-                [[str(n), str(item["id"]), one_line(item["label"] or ""), one_line(item["path"])]
+                [[str(n), str(item["id"]), one_line(item["label"] or ""), copies_note(item)]
                  for n, group in enumerate(found, 1) for item in group],
                 f"{len(found)} groups ({spec.name} / {meth.name}, distance <= {threshold})", fold="path")
+
+
+def copies_note(item: dict) -> str:
+    more = len(item["paths"]) - 1
+    return one_line(item["path"]) + (f" (and {more} exact {'copy' if more == 1 else 'copies'})" if more else "")
 
 
 @app.command()
@@ -112,20 +141,25 @@ def evaluate(
     model: OneModelOpt = None,
     method_name: MethodOpt = DEFAULT_METHOD,
     k: Annotated[int, typer.Option("-k", min=1, help="k of recall@k.")] = 10,
+    collection: BenchCollectionOpt = None,
     as_json: JsonOpt = False,
 ):
-    """Ingest FOLDER if needed, search with every labelled query, report mAP, P@1, P@R, recall@1/@k."""
+    """Ingest FOLDER into its own collection if needed, search with every labelled query file,
+    report mAP, P@1, P@R, recall@1/@k."""
     spec, meth = one_spec(model), method(method_name)
     try:
-        result = api.evaluate(folder, labels, spec.name, meth, k)
-    except (LabelsError, EvaluationError, WeightsUnavailable) as exc:
+        result = api.evaluate(folder, labels, spec.name, meth, k, collection=collection)
+    except (LabelsError, EvaluationError, WeightsUnavailable, CollectionError) as exc:
         fail_with(exc)
     row = {**result.as_dict(), "dataset": str(folder)}
     if as_json:
         return print_json(row)
-    print_metrics([row], f"{folder}")
+    print_metrics([row], f"{folder} (collection {result.collection})")
     if result.missing:
         err.print(f"{len(result.missing)} labelled files are not stored (see imgsim failures)")
+    for names in result.conflicts:
+        err.print(f"[yellow]labels:[/yellow] {escape(one_line(', '.join(names)))} hold the same content but are "
+                  f"labelled with different groups", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -139,24 +173,27 @@ def compare(
     k: Annotated[int, typer.Option("-k", min=1)] = 10,
     top: Annotated[int, typer.Option(help="Rows of each ranked table.")] = 20,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the HTML report and PNG go.")] = Path("out/compare"),
+    collection: BenchCollectionOpt = None,
 ):
     """Compare models (and methods) on FOLDER: ranked tables, a metrics table, an HTML report, a PNG sheet."""
     try:
         names = [s.name for s in resolve_models(models)]
     except UnknownModel as exc:
         fail(str(exc))
-    run_compare(folder, labels, names, [method(m.strip()) for m in method_names.split(",")], query, k, top, out_dir)
+    run_compare(folder, labels, names, [method(m.strip()) for m in method_names.split(",")], query, k, top, out_dir,
+                collection)
 
 
-def run_compare(folder: Path, labels: Path, models: list[str], meths, query, k: int, top: int, out_dir: Path):
+def run_compare(folder: Path, labels: Path, models: list[str], meths, query, k: int, top: int, out_dir: Path,
+                collection: str | None = None):
     """Compare, printing each pair's ranked table as it finishes; then the metrics and the reports."""
     def show(result):
-        relevant = result.evaluation.relevant.get(result.query_hits[0].image_id) if result.query_hits else None
+        relevant = result.relevant
         print_ranking(result.query_hits[:top + 1], f"{result.evaluation.model} / {result.evaluation.method}: "
                       f"query {query or 'first labelled'}", relevant)
 
     try:
-        comparison = api.compare(folder, labels, models, meths, query, k, top, on_model=show)
+        comparison = api.compare(folder, labels, models, meths, query, k, top, on_model=show, collection=collection)
     except (LabelsError, ValueError) as exc:
         fail_with(exc)
     print_metrics([{**r.evaluation.as_dict(), "embed_ms": r.embed_ms} for r in comparison.ranked()],

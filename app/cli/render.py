@@ -62,7 +62,7 @@ class progress:
 
 
 def hit_dict(h: Hit) -> dict:
-    return {"path": h.path, "distance": h.distance, "label": h.label, "id": h.image_id,
+    return {"path": h.path, "paths": list(h.paths), "distance": h.distance, "label": h.label, "id": h.image_id,
             "inliers": h.inliers, "score": h.score}
 
 
@@ -73,7 +73,8 @@ def print_ranking(hits: list[Hit], title: str, relevant: set[int] | None = None)
         mark = " ✓" if relevant and h.image_id in relevant else ""
         inliers = (["" if h.inliers is None else str(h.inliers), "" if h.score is None else f"{h.score:.1f}"]
                    if verified else [])
-        rows.append([str(rank), f"{h.distance:.6f}", *inliers, one_line(h.label or "") + mark, one_line(h.path)])
+        more = f" (+{len(h.paths) - 1} copies)" if len(h.paths) > 1 else ""
+        rows.append([str(rank), f"{h.distance:.6f}", *inliers, one_line(h.label or "") + mark, one_line(h.path) + more])
     print_table(["rank", "distance", *(["inliers", "score"] if verified else []), "label"], rows, title, "path")
 
 
@@ -86,14 +87,16 @@ def print_metrics(rows: list[dict], title: str = "metrics") -> None:
 
 def print_ingest(report) -> None:
     per_model = ", ".join(f"{k} {v}" for k, v in report.embedded.items()) or "none"
-    out.print(f"found {report.found}: new {report.new_images}, skipped {report.skipped}, "
-              f"failed {len(report.failed)}; embeddings written: {per_model}; "
-              f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s)", soft_wrap=True)
+    removed = f", removed {len(report.removed)} (images deleted: {report.removed_images})" if report.removed else ""
+    out.print(f"{escape(one_line(report.collection))}: found {report.found}: new {report.new_images}, skipped "
+              f"{report.skipped} (unchanged {report.unchanged}), failed {len(report.failed)}{removed}; embeddings "
+              f"written: {per_model}; {report.seconds:.1f} s ({report.images_per_second:.1f} images/s)",
+              soft_wrap=True, highlight=False)
 
 
 def print_graph(result: dict) -> None:
-    out.print(f"match graph {result['model']}/{result['method']}: rows for {result['images']} images, "
-              f"{result['edges']} verified edges")
+    out.print(f"match graph {result['model']}/{result['method']} in {escape(one_line(result['collection']))}: rows "
+              f"for {result['images']} images, {result['edges']} verified edges", highlight=False)
 
 
 def print_failure(f) -> None:

@@ -8,8 +8,6 @@ later get their rows from their nearest stored neighbours (``augment_missing``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import Connection, Engine
 
 from app.describe.methods import QE_ALPHA, QE_TOP, Method, augmented_name
@@ -18,7 +16,9 @@ from app.describe.vectors import augment
 from app.retrieval.hits import Hit
 from app.retrieval.shortlist import expand_vector
 from app.store import embeddings
+from app.store.collections import Collection
 from app.store.knn import nearest
+from app.store.scope import Scope
 from app.store.locks import job_lock, lock_table_for_rewrite, lock_tables_for_write
 from app.store.retry import with_retry
 
@@ -31,50 +31,53 @@ class AugmentError(ValueError):
         self.needs_whitening = needs_whitening
 
 
-def augment_collection(engine: Engine, spec: ModelSpec, method: Method, among: Sequence[int] | None = None) -> dict:
-    """(Re)write every ``method.stored`` row (a ``+dba`` method) from its source vectors
-    (``among``: within these images only, an evaluation's collection when the database holds more)."""
+def augment_collection(engine: Engine, collection: Collection, spec: ModelSpec, method: Method) -> dict:
+    """(Re)write every ``method.stored`` row (a ``+dba`` method) of the collection from its source vectors."""
     if not method.dba:
         raise AugmentError(f"method {method.name} has no +dba step (e.g. gem+w+dba)")
     def transaction() -> int:
         with engine.begin() as conn:
             lock_table_for_rewrite(conn, spec.table)
-            return augment_rows(conn, spec, method.augmented_from, among)
+            return augment_rows(conn, collection.id, spec, method.augmented_from)
 
-    with job_lock(engine, spec.table, method.stored, f"augmentation of {spec.name}/{method.stored}"):
+    with job_lock(engine, spec.table, f"{collection.id}:{method.stored}",
+                  f"augmentation of {spec.name}/{method.stored} in {collection.name}"):
         n = with_retry(transaction)
     if n < 2:
-        raise AugmentError(f"{spec.name}/{method.augmented_from}: {n} images stored; augmentation needs at "
-                           f"least 2", needs_whitening=method.whiten)
-    return {"model": spec.name, "method": method.stored, "n_images": n}
+        raise AugmentError(f"{spec.name}/{method.augmented_from}: {n} images stored in {collection.name}; "
+                           f"augmentation needs at least 2", needs_whitening=method.whiten)
+    return {"collection": collection.name, "model": spec.name, "method": method.stored, "n_images": n}
 
 
-def augment_rows(conn: Connection, spec: ModelSpec, source: str, among: Sequence[int] | None = None) -> int:
-    """Rewrite the ``source+dba`` rows from the ``source`` rows; returns the number of images
-    (nothing is written below 2)."""
+def augment_rows(conn: Connection, collection: int, spec: ModelSpec, source: str) -> int:
+    """Rewrite the collection's ``source+dba`` rows from its ``source`` rows; returns the number
+    of images (nothing is written below 2)."""
     target = augmented_name(source)
-    ids, vectors = embeddings.stored_vectors(conn, spec, source, among)
+    ids, vectors = embeddings.stored_vectors(conn, spec, source, collection=collection)
     if len(ids) >= 2:
         embeddings.drop_index(conn, spec, target)
-        embeddings.delete_embeddings(conn, spec, target)
+        embeddings.delete_embeddings(conn, spec, target, collection)
         embeddings.write_embeddings(conn, spec, target,
                                     [(i, 0, v) for i, v in zip(ids, augment(vectors, QE_TOP, QE_ALPHA))])
         embeddings.ensure_index(conn, spec, target)
     return len(ids)
 
 
-def augment_missing(engine: Engine, spec: ModelSpec, source: str, top: int = QE_TOP, alpha: float = QE_ALPHA) -> int:
+def augment_missing(engine: Engine, collection: int, spec: ModelSpec, source: str, top: int = QE_TOP,
+                    alpha: float = QE_ALPHA) -> int:
     """Augmented rows for images that have ``source`` rows but no ``source+dba`` row, where the
     collection has been augmented: each new vector plus its nearest stored neighbours (HNSW)."""
     target = augmented_name(source)
     with engine.begin() as conn:
         lock_tables_for_write(conn, [spec.table])  # after a rewrite in progress, not beside it
-        if not embeddings.has_embeddings(conn, spec, target):
+        if not embeddings.has_embeddings(conn, spec, target, collection):
             return 0
-        ids, vectors = embeddings.stored_vectors(conn, spec, source, embeddings.ids_without(conn, spec, source, target))
+        owed = embeddings.ids_without(conn, spec, source, target, collection)
+        ids, vectors = embeddings.stored_vectors(conn, spec, source, owed)
         rows = []
         for image_id, vector in zip(ids, vectors):
-            hits = [Hit.of(r) for r in nearest(conn, spec, source, vector, top + 1) if r.image_id != image_id][:top]
+            near = nearest(conn, spec, source, vector, top + 1, Scope(collection))
+            hits = [Hit.of(r) for r in near if r.image_id != image_id][:top]
             rows.append((image_id, 0, expand_vector(conn, spec, source, vector, hits, alpha)))
         embeddings.write_embeddings(conn, spec, target, rows)
     return len(rows)

@@ -19,9 +19,11 @@ from app.describe.registry import ModelSpec
 from app.retrieval.query import effective_method, stored_query
 from app.retrieval.rerank import direct_scores
 from app.retrieval.shortlist import warn_if_unindexed
+from app.store.collections import Collection
 from app.store.graph import graph_ids, verifiable_ids, write_graph
 from app.store.locks import job_lock
 from app.store.retry import with_retry
+from app.store.scope import Scope
 
 BATCH = 32
 
@@ -36,49 +38,47 @@ def require_verifying(method: Method) -> None:
         raise GraphError(f"method {method.name} does not verify: use one with +sift or +orb (e.g. verified)")
 
 
-def build_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
-                progress: Callable[[int, int], None] | None = None, among: Sequence[int] | None = None) -> dict:
-    """Compute the rows of images without one (every row with ``rebuild``); ``progress`` gets
-    (images done, images to do).
-
-    ``among`` restricts the graph to a part of the collection: rows of those images, neighbours
-    among them (an evaluation's collection when the database holds more).
-    """
+def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method: Method, rebuild: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> dict:
+    """Compute the rows of the collection's images without one (every row with ``rebuild``);
+    ``progress`` gets (images done, images to do). Neighbours come from the same collection."""
     require_verifying(method)
     kind = method.local.name
-    with job_lock(engine, spec.table, f"graph:{kind}", f"match-graph job of {spec.name}/{kind}"):
+    with job_lock(engine, spec.table, f"{collection.id}:graph:{kind}",
+                  f"match-graph job of {spec.name}/{kind} in {collection.name}"):
         with engine.connect() as conn:
-            ids = verifiable_ids(conn, spec, method.stored, kind)
+            ids = verifiable_ids(conn, spec, method.stored, kind, collection.id)
             done = set() if rebuild else graph_ids(conn, spec.name, kind)
             if ids:
                 warn_if_unindexed(conn, spec, method)
-        wanted = set(among) if among is not None else None
-        ids = [i for i in ids if (wanted is None or i in wanted) and i not in done]
+        ids = [i for i in ids if i not in done]
         edges = 0
         for start in range(0, len(ids), BATCH):
-            rows = with_retry(lambda: _graph_rows(engine, spec, method, ids[start:start + BATCH], among))
+            rows = with_retry(lambda: _graph_rows(engine, collection.id, spec, method, ids[start:start + BATCH]))
             edges += sum(len(row) for _, row in rows)
             if progress:
                 progress(start + len(rows), len(ids))
-    return {"model": spec.name, "kind": kind, "method": method.canonical, "images": len(ids), "edges": edges}
+    return {"collection": collection.name, "model": spec.name, "kind": kind, "method": method.canonical,
+            "images": len(ids), "edges": edges}
 
 
-def _graph_rows(engine: Engine, spec: ModelSpec, method: Method, ids: Sequence[int],
-                among: Sequence[int] | None) -> list[tuple[int, dict[int, float]]]:
+def _graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
+                ids: Sequence[int]) -> list[tuple[int, dict[int, float]]]:
     """One batch of rows, computed and written in one transaction."""
     rows = []
     with engine.begin() as conn:
         for image_id in ids:
             query = stored_query(conn, image_id, spec, method)
-            rows.append((image_id, direct_scores(conn, spec, method, query, among) if query is not None else {}))
+            rows.append((image_id, direct_scores(conn, spec, method, query, Scope(collection))
+                         if query is not None else {}))
         write_graph(conn, spec.name, method.local.name, rows)
     return rows
 
 
-def update_graph(engine: Engine, spec: ModelSpec, method: Method, rebuild: bool = False,
+def update_graph(engine: Engine, collection: Collection, spec: ModelSpec, method: Method, rebuild: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> dict | None:
     """Rows for the new images (all with ``rebuild``) of a verifying method as the collection
     resolves it (``verified`` whitens once fitted); None for other methods."""
     with engine.connect() as conn:
-        method = effective_method(conn, spec, method)
-    return build_graph(engine, spec, method, rebuild, progress) if method.local else None
+        method = effective_method(conn, collection.id, spec, method)
+    return build_graph(engine, collection, spec, method, rebuild, progress) if method.local else None

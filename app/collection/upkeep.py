@@ -1,9 +1,10 @@
 """``imgsim db check``: find what a stopped job or a concurrent one left undone, and repair it.
 
 Findings, per model table: methods stored without their HNSW index (a first load stopped before
-its build), indexes left invalid, ``+w`` rows missing where the descriptor has a whitening fit,
-``+dba`` rows missing where the collection was augmented, images without match-graph rows where
-a graph exists; and for the database: a schema behind the code's migrations, recorded failures.
+its build), indexes left invalid; per collection: ``+w`` rows missing where the descriptor has a
+whitening fit, ``+dba`` rows missing where the collection was augmented, images without
+match-graph rows where a graph exists; and for the database: a schema behind the code's
+migrations, recorded failures.
 ``repair`` fixes each with the step that would have written it, under that step's locks.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from app.collection.whitening import whiten_missing
 from app.describe.methods import AUGMENTED, UnknownMethod, get_method, whitened_name
 from app.describe.registry import MODELS, ModelSpec
 from app.store import embeddings, health, migrate
+from app.store.collections import Collection, collection_by_id, get_collection
 from app.store.retry import with_retry
 
 
@@ -32,6 +34,7 @@ class Finding:
     repairable: bool = True
     repaired: bool = False
     index: str | None = None  # the catalog name of an invalid index
+    collection: str | None = None  # rows and graph findings belong to a collection
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +63,7 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
     for name in health.invalid_indexes(conn, spec):
         found.append(Finding("invalid-index", spec.name, None, 0, f"{name} was left invalid by a stopped build",
                              index=name))
-    for method, n in stored.items():
+    for method, n in stored.items():  # indexes are per table: every collection shares them
         try:
             indexed = embeddings.has_index(conn, spec, method)
             get_method(method)
@@ -70,18 +73,20 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
             continue
         if not indexed:
             found.append(Finding("index", spec.name, method, n, f"{n} images without an HNSW index"))
-    owed = [(d, whitened_name(d)) for d in health.whitened_descriptors(conn, spec.name) if d in stored]
-    owed += [(m.removesuffix(f"+{AUGMENTED}"), m) for m in stored if m.endswith(f"+{AUGMENTED}")]
-    for source, target in owed:
-        missing = len(embeddings.ids_without(conn, spec, source, target))
+    by_collection = health.methods_by_collection(conn, spec) if stored else {}
+    owed = [(c, d, whitened_name(d)) for c, d in health.whitened_descriptors(conn, spec.name) if (c, d) in by_collection]
+    owed += [(c, m.removesuffix(f"+{AUGMENTED}"), m) for c, m in by_collection if m.endswith(f"+{AUGMENTED}")]
+    for collection, source, target in owed:
+        missing = len(embeddings.ids_without(conn, spec, source, target, collection))
         if missing:
             found.append(Finding("rows", spec.name, target, missing, f"{missing} images have {source} rows but "
-                                                                     f"no {target} rows"))
-    for kind in health.graph_kinds(conn, spec.name):
-        missing = health.graph_owed(conn, spec, kind)
+                                 f"no {target} rows", collection=collection_by_id(conn, collection).name))
+    for collection, kind in health.graph_kinds(conn, spec.name):
+        missing = health.graph_owed(conn, spec, kind, collection)
         if missing:
             found.append(Finding("graph", spec.name, f"gem+{kind}", missing,
-                                 f"{missing} images have no match-graph rows ({kind})"))
+                                 f"{missing} images have no match-graph rows ({kind})",
+                                 collection=collection_by_id(conn, collection).name))
     return found
 
 
@@ -98,9 +103,10 @@ def repair(engine: Engine, url: str, findings: list[Finding],
         elif finding.kind == "index":
             with_retry(lambda: _build_index(engine, spec, finding.method))
         elif finding.kind == "rows":
-            _fill_rows(engine, spec, finding.method)
+            _fill_rows(engine, _collection(engine, finding.collection), spec, finding.method)
         elif finding.kind == "graph":
-            update_graph(engine, spec, get_method(finding.method), progress=progress)
+            update_graph(engine, _collection(engine, finding.collection), spec, get_method(finding.method),
+                         progress=progress)
         finding.repaired = True
     return findings
 
@@ -115,8 +121,13 @@ def _build_index(engine: Engine, spec: ModelSpec, method: str) -> None:
         embeddings.ensure_index(conn, spec, method)
 
 
-def _fill_rows(engine: Engine, spec: ModelSpec, target: str) -> None:
+def _collection(engine: Engine, name: str) -> Collection:
+    with engine.connect() as conn:
+        return get_collection(conn, name)
+
+
+def _fill_rows(engine: Engine, collection: Collection, spec: ModelSpec, target: str) -> None:
     if target.endswith(f"+{AUGMENTED}"):
-        with_retry(lambda: augment_missing(engine, spec, target.removesuffix(f"+{AUGMENTED}")))
+        with_retry(lambda: augment_missing(engine, collection.id, spec, target.removesuffix(f"+{AUGMENTED}")))
     else:
-        whiten_missing(engine, spec, get_method(target).raw)
+        whiten_missing(engine, collection, spec, get_method(target).raw)

@@ -1,6 +1,6 @@
 """PCA-whitening learned on the user's own collection (unsupervised).
 
-Fitted on the stored whole-image vectors of one model and descriptor, kept in the
+Fitted on the stored whole-image vectors of one collection, model and descriptor, kept in the
 ``whitening`` table with a version, and applied to every stored vector (``<descriptor>+w``
 rows, regions included) and to queries; augmented ``+w+dba`` rows are recomputed after a refit.
 The fit itself (with shrinkage) is ``app.describe.vectors.fit_whitening``. At least
@@ -15,6 +15,7 @@ from app.describe.methods import augmented_name, whitened_name
 from app.describe.registry import ModelSpec
 from app.describe.vectors import apply_whitening, fit_whitening
 from app.store import embeddings
+from app.store.collections import Collection
 from app.store.locks import job_lock, lock_table_for_rewrite, lock_tables_for_write
 from app.store.retry import with_retry
 from app.store.whitening import load_whitening, save_whitening
@@ -26,41 +27,45 @@ class WhiteningError(ValueError):
     pass
 
 
-def whiten_collection(engine: Engine, spec: ModelSpec, descriptor: str, min_images: int = MIN_IMAGES,
-                      fit_ids: list[int] | None = None) -> dict:
-    """Fit on the stored ``descriptor`` vectors (all, or ``fit_ids``) and (re)write every ``descriptor+w`` row."""
+def whiten_collection(engine: Engine, collection: Collection, spec: ModelSpec, descriptor: str,
+                      min_images: int = MIN_IMAGES, fit_ids: list[int] | None = None) -> dict:
+    """Fit on the collection's stored ``descriptor`` vectors (all, or ``fit_ids``) and (re)write
+    every ``descriptor+w`` row of the collection."""
     target = whitened_name(descriptor)
-    with _whitening_job(engine, spec, descriptor):
-        return with_retry(lambda: _whiten(engine, spec, descriptor, target, min_images, fit_ids))
+    with _whitening_job(engine, collection, spec, descriptor):
+        return with_retry(lambda: _whiten(engine, collection, spec, descriptor, target, min_images, fit_ids))
 
 
-def _whitening_job(engine: Engine, spec: ModelSpec, descriptor: str):
-    """The lock every job that writes ``descriptor+w`` rows holds."""
-    return job_lock(engine, spec.table, whitened_name(descriptor), f"whitening of {spec.name}/{descriptor}")
+def _whitening_job(engine: Engine, collection: Collection, spec: ModelSpec, descriptor: str):
+    """The lock every job that writes a collection's ``descriptor+w`` rows holds."""
+    return job_lock(engine, spec.table, f"{collection.id}:{whitened_name(descriptor)}",
+                    f"whitening of {spec.name}/{descriptor} in {collection.name}")
 
 
-def _whiten(engine: Engine, spec: ModelSpec, descriptor: str, target: str, min_images: int,
-            fit_ids: list[int] | None) -> dict:
+def _whiten(engine: Engine, collection: Collection, spec: ModelSpec, descriptor: str, target: str,
+            min_images: int, fit_ids: list[int] | None) -> dict:
     with engine.begin() as conn:
         lock_table_for_rewrite(conn, spec.table)
-        ids, vectors = embeddings.stored_vectors(conn, spec, descriptor, fit_ids)
+        ids, vectors = embeddings.stored_vectors(conn, spec, descriptor, fit_ids, collection=collection.id)
         if len(ids) < min_images:
-            raise WhiteningError(f"{spec.name}/{descriptor}: {len(ids)} images stored; whitening needs at least "
-                                 f"{min_images} (fitted on fewer it hurts retrieval)")
+            raise WhiteningError(f"{spec.name}/{descriptor}: {len(ids)} images stored in {collection.name}; "
+                                 f"whitening needs at least {min_images} (fitted on fewer it hurts retrieval)")
         mean, projection = fit_whitening(vectors, spec.dim)
-        version = save_whitening(conn, spec.name, descriptor, len(ids), mean, projection)
-        region_ids, region_vectors = embeddings.stored_vectors(conn, spec, descriptor, regions=True)
+        version = save_whitening(conn, collection.id, spec.name, descriptor, len(ids), mean, projection)
+        region_ids, region_vectors = embeddings.stored_vectors(conn, spec, descriptor, regions=True,
+                                                               collection=collection.id)
         embeddings.drop_index(conn, spec, target)
-        embeddings.delete_embeddings(conn, spec, target)
+        embeddings.delete_embeddings(conn, spec, target, collection.id)
         whitened = apply_whitening(region_vectors, mean, projection)
         embeddings.write_embeddings(conn, spec, target, list(zip(region_ids, region_numbers(region_ids), whitened)))
         embeddings.ensure_index(conn, spec, target)
-        if embeddings.count_embeddings(conn, spec, augmented_name(target)):  # augmented rows follow the new fit
-            augment_rows(conn, spec, target)
-    return {"model": spec.name, "method": target, "version": version, "n_images": len(ids)}
+        if embeddings.has_embeddings(conn, spec, augmented_name(target), collection.id):  # they follow the new fit
+            augment_rows(conn, collection.id, spec, target)
+    return {"collection": collection.name, "model": spec.name, "method": target, "version": version,
+            "n_images": len(ids)}
 
 
-def whiten_missing(engine: Engine, spec: ModelSpec, descriptor: str) -> int:
+def whiten_missing(engine: Engine, collection: Collection, spec: ModelSpec, descriptor: str) -> int:
     """Write ``descriptor+w`` rows with the current fit for the images that have ``descriptor``
     rows but none whitened (a load that ran beside a refit, say); returns how many images."""
     target = whitened_name(descriptor)
@@ -68,8 +73,8 @@ def whiten_missing(engine: Engine, spec: ModelSpec, descriptor: str) -> int:
     def transaction() -> int:
         with engine.begin() as conn:
             lock_tables_for_write(conn, [spec.table])
-            fitted = load_whitening(conn, spec.name, descriptor)
-            missing = embeddings.ids_without(conn, spec, descriptor, target)
+            fitted = load_whitening(conn, collection.id, spec.name, descriptor)
+            missing = embeddings.ids_without(conn, spec, descriptor, target, collection.id)
             if fitted is None or not missing:
                 return 0
             ids, vectors = embeddings.stored_vectors(conn, spec, descriptor, missing, regions=True)
@@ -77,7 +82,7 @@ def whiten_missing(engine: Engine, spec: ModelSpec, descriptor: str) -> int:
             embeddings.write_embeddings(conn, spec, target, list(zip(ids, region_numbers(ids), whitened)))
             return len(missing)
 
-    with _whitening_job(engine, spec, descriptor):
+    with _whitening_job(engine, collection, spec, descriptor):
         return with_retry(transaction)
 
 

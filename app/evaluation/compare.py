@@ -19,6 +19,8 @@ from app.files.labels import read_labels
 from app.retrieval.hits import Hit
 from app.retrieval.query import effective_method, stored_query
 from app.retrieval.search import rank
+from app.store.collections import Collection
+from app.store.scope import Scope
 
 # (model, method) -> the loaded embedder, once the folder is stored for that pair (ingest and upkeep)
 Prepare = Callable[[ModelSpec, Method], Embedder]
@@ -28,6 +30,7 @@ Prepare = Callable[[ModelSpec, Method], Embedder]
 class ModelResult:
     evaluation: Evaluation
     query_hits: list[Hit]  # the ranked table for the report's query (query itself first when stored)
+    relevant: set[int] = field(default_factory=set)  # images relevant to the report's query
     embed_ms: float | None = None
 
 
@@ -54,10 +57,11 @@ def embed_ms_per_image(embedder: Embedder, spec: ModelSpec, method: Method, path
     return 1000 * (time.perf_counter() - started) / len(prepared)
 
 
-def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpec], methods: list[Method],
-            prepare: Prepare, query: str | None = None, k: int = 10, top: int = 20,
+def compare(engine: Engine, collection: Collection, folder: Path, labels_csv: Path, specs: list[ModelSpec],
+            methods: list[Method], prepare: Prepare, query: str | None = None, k: int = 10, top: int = 20,
             on_model: Callable[[ModelResult], None] | None = None) -> Comparison:
-    """Every (model, method) pair on one labelled folder; pairs whose weights cannot load are skipped."""
+    """Every (model, method) pair on one labelled folder stored in ``collection``; pairs whose
+    weights cannot load are skipped."""
     rows = read_labels(labels_csv)
     query_name = query or next(n for n, r in rows.items() if r.role in ("query", "both"))
     if query_name not in rows:
@@ -66,19 +70,22 @@ def compare(engine: Engine, folder: Path, labels_csv: Path, specs: list[ModelSpe
     for spec, method in [(s, m) for s in specs for m in methods]:
         try:
             embedder = prepare(spec, method)
-            evaluation = evaluate(engine, folder, labels_csv, spec, method, k=k)
+            evaluation = evaluate(engine, collection, folder, labels_csv, spec, method, k=k)
             sample = [Path(h.path) for h in next(iter(evaluation.rankings.values()))[:8]]
             embed_ms = embed_ms_per_image(embedder, spec, method, sample)
         except WeightsUnavailable as exc:
             skipped[f"{spec.name} / {method.name}"] = str(exc)
             continue
-        query_id = next(i for i, n in evaluation.names.items() if n == query_name)
+        if query_name not in evaluation.files:
+            raise ValueError(f"{query_name} is not stored (see imgsim failures)")
+        query_id = evaluation.files[query_name].image_id
         with engine.begin() as conn:
             database = sorted({h.image_id for hits in evaluation.rankings.values() for h in hits} | {query_id})
-            resolved = effective_method(conn, spec, method)
-            hits = rank(conn, spec, resolved, stored_query(conn, query_id, spec, resolved), top + 1, among=database)
-        query_path = next((h.path for h in hits if h.image_id == query_id), query_name)
-        result = ModelResult(evaluation, hits, embed_ms)
+            resolved = effective_method(conn, collection.id, spec, method)
+            hits = rank(conn, spec, resolved, stored_query(conn, query_id, spec, resolved), top + 1,
+                        Scope.of(collection.id, database))
+        query_path = evaluation.files[query_name].path
+        result = ModelResult(evaluation, hits, evaluation.relevant_images(query_name) - {query_id}, embed_ms)
         results.append(result)
         if on_model:
             on_model(result)

@@ -1,30 +1,35 @@
-"""Evaluate retrieval on a labelled folder whose images are stored: every query image is
-searched in the database. Ingesting the folder is the caller's job (``app.api.evaluate``).
+"""Evaluate retrieval on a labelled folder whose files are stored in a collection: every
+labelled query file is searched among the database files. Ingesting the folder is the caller's
+job (``app.api.evaluate``).
 
 The labels CSV (``filename,group[,role]``) defines the protocol: ``role`` ``query``,
-``database`` or ``both`` (default). Relevant = same group; the query itself is excluded.
+``database`` or ``both`` (default). Relevant = another file of the same group (a copy of the
+query's content in another file counts); the query file itself is excluded. Files with one
+content but different groups are reported (``conflicts``): a defect of the labels.
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine
 
-from app.config import get_settings
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.evaluation.metrics import Summary, summarize
-from app.files.images import ImageError, find_images, read_bytes, sha256
+from app.files.images import find_images
 from app.files.labels import LabelRow, read_labels, resolve_files
+from app.files.paths import path_text
 from app.retrieval.hits import Hit
 from app.retrieval.query import effective_method, stored_query
 from app.retrieval.search import rank
 from app.store.embeddings import embedded_ids
-from app.store.images import image_ids_by_sha
+from app.store.collections import Collection
+from app.store.files import files_of
+from app.store.scope import Scope
 from app.store.local import local_ids
 
 # (connection, query image id, database image ids, n) -> the query's ranked hits
@@ -39,89 +44,123 @@ class EvaluationError(ValueError):
         self.missing_step = missing_step
 
 
+@dataclass(frozen=True)
+class LabelledFile:
+    name: str  # as the labels CSV names it
+    path: str  # stored text
+    image_id: int
+    group: str
+    role: str
+
+
 @dataclass
 class Evaluation:
+    """Metrics over labelled files: every stored labelled file is a query; the ranking of
+    images is read as a ranking of their files (copies of the query's content first)."""
     model: str
     method: str
     resolved: str  # the method's steps as run (``verified`` -> gem+sift or gem+w+sift)
+    collection: str
     summary: Summary
-    queries: list[int]
-    rankings: dict[int, list[Hit]]  # query id -> ranked database hits (query excluded)
-    relevant: dict[int, set[int]]  # query id -> relevant database ids
-    names: dict[int, str]  # image id -> file name in the labels CSV
-    n_database: int
+    queries: list[str]  # query file names
+    rankings: dict[str, list[Hit]]  # query name -> ranked database files (``path`` = the file; query excluded)
+    relevant: dict[str, set[str]]  # query name -> paths of its relevant database files
+    files: dict[str, LabelledFile]  # name -> file
+    n_database: int  # database files
     missing: list[str] = field(default_factory=list)  # labelled files not stored (failed or absent)
+    conflicts: list[list[str]] = field(default_factory=list)  # names of files with one content, several groups
     ingest: object | None = None  # the IngestReport of the run that stored the folder, when there was one
     search_seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "method": self.method, "resolved": self.resolved, **self.summary.as_dict(),
-                "n_database": self.n_database, "missing": self.missing,
-                "search_ms_per_query": 1000 * self.search_seconds / max(1, len(self.queries))}
+        return {"model": self.model, "method": self.method, "resolved": self.resolved, "collection": self.collection,
+                **self.summary.as_dict(), "n_database": self.n_database, "missing": self.missing,
+                "conflicts": self.conflicts, "search_ms_per_query": 1000 * self.search_seconds / max(1, len(self.queries))}
 
     def perfect_queries(self) -> int:
         """Queries whose first R results (R = their relevant count) are all relevant."""
         return sum(1 for q, hits in self.rankings.items()
-                   if all(h.image_id in self.relevant[q] for h in hits[:len(self.relevant[q])]))
+                   if all(h.path in self.relevant[q] for h in hits[:len(self.relevant[q])]))
+
+    def relevant_images(self, name: str) -> set[int]:
+        """Images holding a file relevant to the query file ``name``."""
+        by_path = {f.path: f.image_id for f in self.files.values()}
+        return {by_path[p] for p in self.relevant.get(name, ())}
 
 
-def image_ids(engine: Engine, folder: Path, rows: dict[str, LabelRow], max_bytes: int) -> dict[str, int]:
-    """Labelled file name -> stored image id (by content hash)."""
-    files = resolve_files(folder, rows, [c.path for c in find_images(folder) if not c.error])
-    shas = {}
-    for name, path in files.items():
-        try:
-            shas[name] = sha256(read_bytes(path, max_bytes))
-        except ImageError:
-            continue
+def labelled_files(engine: Engine, collection: int, folder: Path, rows: dict[str, LabelRow]) -> dict[str, LabelledFile]:
+    """Labelled file name -> its stored file (files never stored are left out)."""
+    folder = folder.resolve()
+    paths = {name: path_text(p) for name, p in
+             resolve_files(folder, rows, [c.path for c in find_images(folder) if not c.error]).items()}
     with engine.connect() as conn:
-        ids = image_ids_by_sha(conn, list(set(shas.values())))
-    return {name: ids[sha] for name, sha in shas.items() if sha in ids}
+        stored = files_of(conn, collection, list(paths.values()))
+    return {name: LabelledFile(name, text, stored[text][0], rows[name].label, rows[name].role)
+            for name, text in paths.items() if text in stored}
 
 
-def stored_ranker(spec: ModelSpec, method: Method) -> Ranker:
+def content_conflicts(files: dict[str, LabelledFile]) -> list[list[str]]:
+    """Names of files that hold the same content but are labelled with different groups."""
+    by_image: dict[int, list[LabelledFile]] = {}
+    for f in files.values():
+        by_image.setdefault(f.image_id, []).append(f)
+    return sorted(sorted(f.name for f in same) for same in by_image.values() if len({f.group for f in same}) > 1)
+
+
+def stored_ranker(spec: ModelSpec, method: Method, scope: Scope) -> Ranker:
     """Rank with the stored image as the query, among the database images (the default)."""
     def ranker(conn: Connection, query_id: int, database: list[int], n: int) -> list[Hit]:
-        return rank(conn, spec, method, stored_query(conn, query_id, spec, method), n, among=database)
+        return rank(conn, spec, method, stored_query(conn, query_id, spec, method), n, scope.narrowed(database))
 
     return ranker
 
 
-def evaluate(engine: Engine, folder: Path, labels_csv: Path, spec: ModelSpec, method: Method,
-             k: int = 10, ranker: Ranker | None = None) -> Evaluation:
+def as_files(hits: list[Hit], database: dict[int, list[LabelledFile]], query: LabelledFile) -> list[Hit]:
+    """Ranked images -> ranked database files (each image's files in path order), the query file left out."""
+    return [replace(h, path=f.path, paths=(f.path,), label=f.group)
+            for h in hits for f in database.get(h.image_id, []) if f.name != query.name]
+
+
+def evaluate(engine: Engine, collection: Collection, folder: Path, labels_csv: Path, spec: ModelSpec,
+             method: Method, k: int = 10, ranker: Ranker | None = None) -> Evaluation:
     """Metrics of ``ranker`` (default: ``stored_ranker`` of the method as the collection resolves it)."""
-    folder = Path(folder)
     rows = read_labels(labels_csv)
     with engine.connect() as conn:
-        method = effective_method(conn, spec, method)
-    ids = image_ids(engine, folder, rows, get_settings().max_file_bytes)
-    missing = sorted(set(rows) - set(ids))
+        method = effective_method(conn, collection.id, spec, method)
+    files = labelled_files(engine, collection.id, Path(folder), rows)
+    missing = sorted(set(rows) - set(files))
+    ids = {f.image_id for f in files.values()}
     with engine.connect() as conn:
-        embedded = embedded_ids(conn, spec, method.stored, ids.values())
+        embedded = embedded_ids(conn, spec, method.stored, ids)
         if method.local:
-            embedded &= local_ids(conn, method.local.name, ids.values())
-    ids = {name: i for name, i in ids.items() if i in embedded}
-    group = {ids[n]: rows[n].label for n in ids}
-    database = sorted({ids[n] for n in ids if rows[n].role in ("database", "both")})
-    queries = sorted({ids[n] for n in ids if rows[n].role in ("query", "both")})
+            embedded &= local_ids(conn, method.local.name, ids)
+    files = {n: f for n, f in files.items() if f.image_id in embedded}
+    database: dict[int, list[LabelledFile]] = {}
+    for f in sorted(files.values(), key=lambda f: f.path):
+        if f.role in ("database", "both"):
+            database.setdefault(f.image_id, []).append(f)
+    queries = sorted(n for n, f in files.items() if f.role in ("query", "both"))
     if not queries or not database:
         step = "dba" if method.dba else "whiten" if method.whiten else None
         raise EvaluationError(f"{labels_csv}: no stored query or database images for {spec.name}/{method.name}",
                               step)
-    per_group = Counter(group[d] for d in database)
-    in_database = set(database)
-    if not any(per_group[group[q]] > (q in in_database) for q in queries):
+    per_group = Counter(f.group for same in database.values() for f in same)
+    if not any(per_group[files[q].group] > (files[q].role == "both") for q in queries):
         raise EvaluationError(f"{labels_csv}: no stored query has another image of its group among the stored "
                               f"database images, so there is nothing to measure")
-    ranker = ranker or stored_ranker(spec, method)
-    rankings, relevant, lists = {}, {}, []
+    ranker = ranker or stored_ranker(spec, method, Scope(collection.id))
+    rankings, relevant, lists, ranked = {}, {}, [], {}
     started = time.perf_counter()
     with engine.begin() as conn:
-        for q in queries:
-            hits = [h for h in ranker(conn, q, database, len(database) + 1) if h.image_id != q]
-            rel = {d for d in database if d != q and group[d] == group[q]}
-            rankings[q], relevant[q] = hits, rel
-            lists.append(([h.image_id in rel for h in hits], len(rel)))
+        for name in queries:
+            q = files[name]
+            if q.image_id not in ranked:  # copies of one content share their ranking
+                ranked[q.image_id] = ranker(conn, q.image_id, sorted(database), len(database) + 1)
+            hits = as_files(ranked[q.image_id], database, q)
+            rel = {f.path for same in database.values() for f in same if f.name != name and f.group == q.group}
+            rankings[name], relevant[name] = hits, rel
+            lists.append(([h.path in rel for h in hits], len(rel)))
     elapsed = time.perf_counter() - started
-    return Evaluation(spec.name, method.name, method.canonical, summarize(lists, k), queries, rankings, relevant,
-                      {i: n for n, i in ids.items()}, len(database), missing, None, elapsed)
+    n_database = sum(len(same) for same in database.values())
+    return Evaluation(spec.name, method.name, method.canonical, collection.name, summarize(lists, k), queries,
+                      rankings, relevant, files, n_database, missing, content_conflicts(files), None, elapsed)

@@ -67,7 +67,7 @@ def write_html(comparison: Comparison, path: Path, top: int = 10) -> Path:
                       for m, reason in comparison.skipped.items())
     sections = []
     for r in comparison.ranked():
-        relevant = r.evaluation.relevant.get(comparison.query_id, set())
+        relevant = r.relevant
         cells = []
         for rank, hit in enumerate(r.query_hits[:top + 1], 0):
             css = "query" if hit.image_id == comparison.query_id else ("good" if hit.image_id in relevant else "bad")
@@ -110,7 +110,7 @@ def write_contact_sheet(comparison: Comparison, path: Path, top: int = 8, size: 
         draw.text((pad, y + size // 2 - 22), r.evaluation.model, fill=(0, 0, 0), font=font)
         draw.text((pad, y + size // 2 - 6), r.evaluation.method, fill=(0, 0, 0), font=font)
         draw.text((pad, y + size // 2 + 10), f"mAP {r.evaluation.summary.map:.3f}", fill=(80, 80, 80), font=font)
-        relevant = r.evaluation.relevant.get(comparison.query_id, set())
+        relevant = r.relevant
         for col, hit in enumerate(r.query_hits[:top + 1]):
             colour = QUERY if hit.image_id == comparison.query_id else GOOD if hit.image_id in relevant else BAD
             x = label_w + col * (size + pad)

@@ -15,9 +15,13 @@ class Failure:
 
 @dataclass
 class IngestReport:
+    collection: str = ""
     found: int = 0
     new_images: int = 0
-    skipped: int = 0
+    skipped: int = 0  # files whose content was stored already (unchanged, copies, moves)
+    unchanged: int = 0  # of those, files not read again (same path, size and mtime)
+    removed: list[str] = field(default_factory=list)  # file rows a sync removed (stored path text)
+    removed_images: int = 0  # images deleted with their last file
     failed: list[Failure] = field(default_factory=list)
     embedded: dict[str, int] = field(default_factory=dict)
     local_features: int = 0
@@ -32,7 +36,9 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         """Plain values for JSON (paths as stored text)."""
-        return {"found": self.found, "new": self.new_images, "skipped": self.skipped,
+        return {"collection": self.collection, "found": self.found, "new": self.new_images, "skipped": self.skipped,
+                "unchanged": self.unchanged, "removed": len(self.removed), "removed_paths": self.removed,
+                "removed_images": self.removed_images,
                 "failed": [{"path": path_text(f.path), "reason": f.reason} for f in self.failed],
                 "embedded": dict(self.embedded), "local_features": self.local_features,
                 "seconds": round(self.seconds, 3), "graph": self.graph}

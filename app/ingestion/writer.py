@@ -1,6 +1,7 @@
 """The writer: each batch is one transaction (image rows, vectors by binary COPY, whitened rows
-where the collection has a fit, local features, cleared failures), retried whole on a dropped
-connection or a deadlock.
+where the collection has a fit, local features, the file rows, cleared failures), retried whole
+on a dropped connection or a deadlock; so a file row never exists without its image's rows.
+Files whose content is stored already only get their file rows (``link``).
 
 Locks come in one order: the batch first takes its embedding tables (``ROW EXCLUSIVE``, in table
 order), so it waits for a collection job that rewrites a table and then reads the fit that job
@@ -20,12 +21,14 @@ from sqlalchemy import Connection, Engine
 from app.describe.methods import Method, whitened_name
 from app.describe.registry import ModelSpec
 from app.describe.vectors import apply_whitening
-from app.files.labels import LabelRow, label_for
+from app.files.labels import LabelRow
 from app.files.paths import path_text
 from app.ingestion.reader import Decoded, Work
 from app.ingestion.report import Failure, IngestReport
 from app.store import embeddings
-from app.store.images import clear_failures, insert_images, record_failure
+from app.store.collections import Collection
+from app.store.files import upsert_files
+from app.store.images import clear_failures, image_ids_by_sha, insert_images, record_failure
 from app.store.local import write_local
 from app.store.locks import lock_tables_for_write
 from app.store.retry import with_retry
@@ -35,9 +38,12 @@ log = logging.getLogger("imgsim")
 Whitening = tuple[int, np.ndarray, np.ndarray]  # version, mean, projection
 
 
+LINK_BATCH = 1000  # file rows per transaction when no content is written
+
+
 class Writer:
-    def __init__(self, engine: Engine, models: list[ModelSpec], method: Method):
-        self.engine, self.models, self.method = engine, models, method
+    def __init__(self, engine: Engine, collection: Collection, models: list[ModelSpec], method: Method):
+        self.engine, self.collection, self.models, self.method = engine, collection, models, method
         self.fits: dict[str, Whitening] = {}  # model name -> the fit last read
         self.indexes_prepared = False  # first-load indexes are dropped before the first write
 
@@ -49,37 +55,56 @@ class Writer:
         if not self.indexes_prepared:
             self._drop_indexes_for_first_load(todo)
             self.indexes_prepared = True
-        rows = []
-        for d in images:
-            row = label_for(labels, d.relative) if labels else None
-            rows.append({"sha256": d.sha, "path": path_text(d.path), "width": d.width, "height": d.height,
-                         "label": row.label if row else None})
+        rows = [{"sha256": d.sha, "width": d.width, "height": d.height} for d in images]
+        files = [d.work.file_row(labels) for d in images]
         specs = [spec for spec in self.models if spec.name in vectors]
+        collection = self.collection.id
 
         def transaction() -> IngestReport:
             counts = IngestReport()
             with self.engine.begin() as conn:
                 lock_tables_for_write(conn, [spec.table for spec in specs])
-                ids, counts.new_images = insert_images(conn, rows)
+                ids, counts.new_images = insert_images(conn, collection, rows)
                 for spec in specs:
                     self._write_vectors(conn, spec, ids, *vectors[spec.name], counts)
                 if self.method.local:
                     local = [(ids[d.sha], d.local) for d in images if d.local is not None]
                     counts.local_features = write_local(conn, self.method.local.name, local)
-                clear_failures(conn, [path_text(d.path) for d in images])
+                upsert_files(conn, collection, files, ids)
+                clear_failures(conn, collection, [f.path for f in files])
             return counts
 
         report.add(with_retry(transaction))
 
+    def link(self, works: list[Work], labels: dict[str, LabelRow] | None, report: IngestReport,
+             on_failure: Callable[[Failure], None] | None) -> None:
+        """File rows for files whose content is stored (unchanged, copies, moves), in batches. A
+        file whose content has no image (its first copy failed, or a concurrent sync removed it)
+        is a failure, reported with the reason."""
+        collection, missing = self.collection.id, []
+        for start in range(0, len(works), LINK_BATCH):
+            chunk = works[start:start + LINK_BATCH]
+
+            def transaction() -> list[Work]:
+                with self.engine.begin() as conn:
+                    ids = image_ids_by_sha(conn, collection, [w.sha for w in chunk], lock=True)
+                    upsert_files(conn, collection, [w.file_row(labels) for w in chunk], ids)
+                    clear_failures(conn, collection, [w.text for w in chunk if w.sha in ids])
+                return [w for w in chunk if w.sha not in ids]
+
+            missing += with_retry(transaction)
+        self.fail(report, [Failure(w.candidate.path, "same content as a file that could not be stored")
+                           for w in missing], on_failure)
+
     def _current_fit(self, conn: Connection, spec: ModelSpec) -> Whitening | None:
         """The model's whitening fit of this descriptor as committed now (read again only when
         its version changed)."""
-        version = whitening_version(conn, spec.name, self.method.raw)
+        version = whitening_version(conn, self.collection.id, spec.name, self.method.raw)
         cached = self.fits.get(spec.name)
         if version is None:
             return None
         if cached is None or cached[0] != version:
-            self.fits[spec.name] = cached = load_whitening(conn, spec.name, self.method.raw)
+            self.fits[spec.name] = cached = load_whitening(conn, self.collection.id, spec.name, self.method.raw)
         return cached
 
     def _write_vectors(self, conn: Connection, spec: ModelSpec, ids: dict[str, int], batch: list[Decoded],
@@ -103,7 +128,7 @@ class Writer:
         def transaction():
             with self.engine.begin() as conn:
                 for f in failures:
-                    record_failure(conn, path_text(f.path), f.reason)
+                    record_failure(conn, self.collection.id, path_text(f.path), f.reason)
 
         with_retry(transaction)
         if on_failure:
@@ -139,5 +164,6 @@ class Writer:
 
     def _ensure(self, spec: ModelSpec, method: str) -> None:
         with self.engine.begin() as conn:
-            if method == self.method.raw or whitening_version(conn, spec.name, self.method.raw) is not None:
+            if method == self.method.raw or whitening_version(conn, self.collection.id, spec.name,
+                                                                     self.method.raw) is not None:
                 embeddings.ensure_index(conn, spec, method)

@@ -1,6 +1,6 @@
-"""Near-duplicate groups: pairs of stored images closer than a cosine-distance threshold
+"""Near-duplicate groups: pairs of a collection's images closer than a cosine-distance threshold
 (found in SQL through the HNSW index), optionally confirmed by spatial verification,
-joined into groups (connected components)."""
+joined into groups (connected components); and exact copies (one content, several files)."""
 from __future__ import annotations
 
 from sqlalchemy import Engine
@@ -9,17 +9,18 @@ from app.describe.local import MIN_INLIERS, Prepared, verify
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.retrieval.shortlist import warn_if_unindexed
-from app.store.images import image_rows
+from app.store.files import exact_copies, file_info
 from app.store.knn import close_pairs
 from app.store.local import load_local
 
 NEIGHBOURS = 20  # candidates per image
 
 
-def candidate_pairs(engine: Engine, spec: ModelSpec, method: Method, threshold: float) -> list[tuple[int, int, float]]:
+def candidate_pairs(engine: Engine, collection: int, spec: ModelSpec, method: Method,
+                    threshold: float) -> list[tuple[int, int, float]]:
     with engine.begin() as conn:
         warn_if_unindexed(conn, spec, method)
-        return close_pairs(conn, spec, method.stored, threshold, NEIGHBOURS)
+        return close_pairs(conn, spec, method.stored, threshold, NEIGHBOURS, collection)
 
 
 def verified_pairs(engine: Engine, method: Method, pairs: list[tuple[int, int, float]]):
@@ -52,12 +53,20 @@ def groups(pairs: list[tuple[int, int, float]]) -> list[list[int]]:
     return sorted((sorted(m) for m in members.values() if len(m) > 1), key=lambda m: (-len(m), m[0]))
 
 
-def find_duplicates(engine: Engine, spec: ModelSpec, method: Method, threshold: float) -> list[list[dict]]:
-    pairs = candidate_pairs(engine, spec, method, threshold)
+def find_duplicates(engine: Engine, collection: int, spec: ModelSpec, method: Method,
+                    threshold: float) -> list[list[dict]]:
+    """Groups of near-duplicate images of the collection, largest first: {id, path, paths, label} each."""
+    pairs = candidate_pairs(engine, collection, spec, method, threshold)
     if method.local:
         pairs = verified_pairs(engine, method, pairs)
     found = groups(pairs)
-    ids = [i for g in found for i in g]
     with engine.connect() as conn:
-        info = image_rows(conn, ids)
-    return [[info[i] for i in g] for g in found]
+        info = file_info(conn, [i for g in found for i in g])
+    return [[{"id": i, "path": info[i][0][0], "paths": info[i][0], "label": info[i][1]} for i in g if i in info]
+            for g in found]
+
+
+def find_exact_copies(engine: Engine, collection: int) -> list[list[dict]]:
+    """Files with the same content (one image, several paths): [{id, path, label}] per image."""
+    with engine.connect() as conn:
+        return exact_copies(conn, collection)

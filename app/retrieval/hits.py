@@ -14,7 +14,8 @@ class Hit:
     label: str | None
     inliers: int | None = None  # verified local matches, when the method verified this candidate
     score: float | None = None  # re-ranking score (background-weighted inliers, graph-expanded)
+    paths: tuple[str, ...] = ()  # every file holding the image (``path`` is the first)
 
     @classmethod
     def of(cls, row: Neighbour) -> "Hit":
-        return cls(row.image_id, row.path, row.distance, row.label)
+        return cls(row.image_id, row.path, row.distance, row.label, paths=row.paths)

@@ -17,7 +17,7 @@ from app.describe.registry import ModelSpec, get_model
 from app.describe.vectors import apply_whitening
 from app.files.images import load_image, read_bytes, sha256
 from app.store.embeddings import stored_vectors
-from app.store.images import image_ids_by_sha
+from app.store.images import image_ids_by_sha, image_in_collection
 from app.store.local import load_local
 from app.store.whitening import has_whitening, load_whitening
 
@@ -35,11 +35,12 @@ class MissingWhitening(QueryError):
 
 
 class NothingStored(QueryError):
-    """A search found no stored vectors of its model and method (an empty answer is never silent)."""
+    """A search found no stored vectors of its model and method in its collection (an empty
+    answer is never silent)."""
 
-    def __init__(self, model: str, method: Method):
-        super().__init__(f"no {model}/{method.stored} vectors are stored")
-        self.model, self.method = model, method
+    def __init__(self, model: str, method: Method, collection: str):
+        super().__init__(f"no {model}/{method.stored} vectors are stored in collection {collection!r}")
+        self.model, self.method, self.collection = model, method, collection
 
 
 @dataclass
@@ -49,9 +50,9 @@ class Query:
     image_id: int | None = None
 
 
-def effective_method(conn: Connection, spec: ModelSpec, method: Method) -> Method:
+def effective_method(conn: Connection, collection: int, spec: ModelSpec, method: Method) -> Method:
     """Resolve an alias that depends on the collection (``verified`` whitens once a fit exists)."""
-    return with_collection(method, has_whitening(conn, spec.name, method.raw))
+    return with_collection(method, has_whitening(conn, collection, spec.name, method.raw))
 
 
 @lru_cache(maxsize=4)
@@ -60,10 +61,11 @@ def cached_embedder(model: str, method: str) -> Embedder:
     return Embedder(get_model(model), get_method(method))
 
 
-def whiten_query(conn: Connection, spec: ModelSpec, method: Method, vectors: np.ndarray) -> np.ndarray:
+def whiten_query(conn: Connection, collection: int, spec: ModelSpec, method: Method,
+                 vectors: np.ndarray) -> np.ndarray:
     if not method.whiten:
         return vectors
-    fitted = load_whitening(conn, spec.name, method.raw)
+    fitted = load_whitening(conn, collection, spec.name, method.raw)
     if fitted is None:
         raise MissingWhitening(spec.name, method.raw)
     return apply_whitening(vectors, fitted[1], fitted[2])
@@ -82,11 +84,15 @@ def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Metho
     return Query(vectors, local, image_id)
 
 
-def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, embedder=None) -> Query:
-    """An image id, a stored file or a new file -> the query's vectors (and local features)."""
+def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, collection: int,
+                  embedder=None) -> Query:
+    """An image id of the collection, a stored file or a new file -> the query's vectors (and
+    local features)."""
     settings = get_settings()
     path = Path(str(query))
     if isinstance(query, (int, np.integer)) or (str(query).isdigit() and not path.exists()):
+        if not image_in_collection(conn, collection, int(query)):
+            raise QueryError(f"image id {query} is not stored in this collection")
         found = stored_query(conn, int(query), spec, method)
         if found is None:
             raise QueryError(f"image id {query} has no {spec.name}/{method.stored} embedding"
@@ -96,12 +102,12 @@ def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, embe
         raise QueryError(f"{query}: no such file and not an image id")
     data = read_bytes(path, settings.max_file_bytes)
     digest = sha256(data)
-    image_id = image_ids_by_sha(conn, [digest]).get(digest)
+    image_id = image_ids_by_sha(conn, collection, [digest]).get(digest)
     if image_id is not None and (found := stored_query(conn, image_id, spec, method)):
         return found
     embedder = embedder or cached_embedder(spec.name, method.name)
     image = load_image(path, settings.max_pixels, settings.max_file_bytes,
                        min_side=method.min_side(spec), longest=method.longest_side())
-    vectors = whiten_query(conn, spec, method, embedder.describe([method.prepare(image, spec)])[0])
+    vectors = whiten_query(conn, collection, spec, method, embedder.describe([method.prepare(image, spec)])[0])
     local = extract(image, method.local) if method.local else None
     return Query(vectors, local, image_id)

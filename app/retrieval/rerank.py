@@ -12,7 +12,7 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -27,6 +27,7 @@ from app.retrieval.shortlist import first_stage
 from app.store.graph import load_graph
 from app.store.knn import distances
 from app.store.local import load_local
+from app.store.scope import Scope
 
 GRAPH_POWER = 2.0  # a path through candidate r is weighted (score(r) / best score)^GRAPH_POWER
 FUSION_WEIGHT = float(MIN_INLIERS)  # a verified candidate's score += this x (1 - first-stage distance)
@@ -73,26 +74,24 @@ class Verifier:
         return verified_scores(self.q.points, self.inliers)
 
 
-def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query,
-                  among: Sequence[int] | None = None) -> dict[int, float]:
+def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope) -> dict[int, float]:
     """Verified neighbours of a query in its shortlist, with their scores (a match graph row)."""
     verifier = Verifier(conn, method, query)
-    verifier.check([h.image_id for h in first_stage(conn, spec, method, query.vectors, SHORTLIST, among)])
+    verifier.check([h.image_id for h in first_stage(conn, spec, method, query.vectors, SHORTLIST, scope)])
     return verifier.scores()
 
 
 def through_graph(score: dict[int, float], graph: dict[int, dict[int, float]], query_id: int | None,
-                  among: Sequence[int] | None) -> dict[int, float]:
+                  allowed: Callable[[int], bool] = lambda image_id: True) -> dict[int, float]:
     """Graph query expansion: each image gains its best path through one verified candidate,
     max over r of (score(r) / best score)^2 x graph(r, d). The max (not a sum) keeps a big
     cluster of look-alikes that share a layout or a background from outvoting the item's own
     photos; the square keeps a weakly matched look-alike from lending its own cluster much."""
-    allowed = set(among) if among is not None else None
     top = max(score.values())
     extra: dict[int, float] = {}
     for r, s in score.items():
         for d, g in graph.get(r, {}).items():
-            if d != query_id and (allowed is None or d in allowed):
+            if d != query_id and allowed(d):
                 extra[d] = max(extra.get(d, 0.0), (s / top) ** GRAPH_POWER * g)
     return {d: score.get(d, 0.0) + extra.get(d, 0.0) for d in {*score, *extra}}
 
@@ -116,7 +115,7 @@ def order(hits: list[Hit], score: dict[int, float], known: dict[int, Hit], inlie
 
 
 def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
-           among: Sequence[int] | None) -> list[Hit]:
+           scope: Scope) -> list[Hit]:
     """Re-rank the shortlist by spatial verification, the match graph and fusion (module rules)."""
     verifier = Verifier(conn, method, query)
     verifier.check([h.image_id for h in hits[:SHORTLIST]])
@@ -124,14 +123,15 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
     known = {h.image_id: h for h in hits}
     graph = load_graph(conn, spec.name, method.local.name, list(score)) if score else {}
     if graph:
-        score = through_graph(score, graph, query.image_id, among)
-        reached = [i for i in score if i not in known]
-        known.update({i: Hit.of(r) for i, r in distances(conn, spec, method.stored, query.vectors[0], reached).items()})
+        score = through_graph(score, graph, query.image_id, scope.allows)
+        reached = [i for i in score if i not in known]  # those outside the scope's filters drop out here
+        near = distances(conn, spec, method.stored, query.vectors[0], reached, scope)
+        known.update({i: Hit.of(r) for i, r in near.items()})
         score = {i: s for i, s in score.items() if i in known}
     elif score:  # no graph: expand once with the best verified match's own neighbours
         expanded = stored_query(conn, max(score, key=score.get), spec, method)
         if expanded is not None:
-            more = [h for h in first_stage(conn, spec, method, expanded.vectors, SHORTLIST, among)
+            more = [h for h in first_stage(conn, spec, method, expanded.vectors, SHORTLIST, scope)
                     if h.image_id not in known]
             verifier.check([h.image_id for h in more])
             known.update({h.image_id: h for h in more})

@@ -3,7 +3,7 @@ and alpha query expansion (``+qe``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from sqlalchemy import Connection
@@ -14,6 +14,7 @@ from app.describe.vectors import expand
 from app.retrieval.hits import Hit
 from app.store.embeddings import has_embeddings, has_index, stored_vectors
 from app.store.knn import nearest
+from app.store.scope import Scope
 
 log = logging.getLogger("imgsim")
 
@@ -29,23 +30,24 @@ def warn_if_unindexed(conn: Connection, spec: ModelSpec, method: Method) -> bool
 
 
 def first_stage(conn: Connection, spec: ModelSpec, method: Method, vectors: np.ndarray, n: int,
-                among: Sequence[int] | None) -> list[Hit]:
-    """The ``n`` nearest images to the query's vectors (row 0 = whole image; more rows = regions)."""
+                scope: Scope) -> list[Hit]:
+    """The ``n`` nearest images within ``scope`` to the query's vectors (row 0 = whole image;
+    more rows = regions)."""
     if not method.descriptor.regions:
-        return [Hit.of(r) for r in nearest(conn, spec, method.stored, vectors[0], n, among)]
+        return [Hit.of(r) for r in nearest(conn, spec, method.stored, vectors[0], n, scope)]
     # Regions: each query region votes for images with its best-matching region.
     per_region = max(4 * n, 200)
     best: dict[int, float] = {}
     info: dict[int, Hit] = {}
     for vector in vectors:
         seen: dict[int, float] = {}
-        for row in nearest(conn, spec, method.stored, vector, per_region, among):
+        for row in nearest(conn, spec, method.stored, vector, per_region, scope):
             seen[row.image_id] = max(seen.get(row.image_id, -1.0), 1.0 - row.distance)
             info.setdefault(row.image_id, Hit.of(row))
         for image_id, sim in seen.items():
             best[image_id] = best.get(image_id, 0.0) + sim
     ranked = sorted(best, key=lambda i: -best[i])[:n]
-    return [Hit(i, info[i].path, 1.0 - best[i] / len(vectors), info[i].label) for i in ranked]
+    return [replace(info[i], distance=1.0 - best[i] / len(vectors)) for i in ranked]
 
 
 def expand_vector(conn: Connection, spec: ModelSpec, stored: str, vector: np.ndarray, hits: list[Hit],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 from pgvector.psycopg import register_vector
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -124,3 +124,9 @@ def reset() -> None:
     dispose_engines()
     _ENGINES.clear()
     get_settings.cache_clear()
+
+
+def database_clock(conn: Connection):
+    """The server's current time (not the transaction's start): what ``now()`` of a later
+    transaction is compared with."""
+    return conn.execute(text("SELECT clock_timestamp()")).scalar()

@@ -58,16 +58,23 @@ def write_embeddings(conn: Connection, spec: ModelSpec, method: str,
     return len({r[0] for r in result})
 
 
-def delete_embeddings(conn: Connection, spec: ModelSpec, method: str) -> None:
-    conn.execute(text(f"DELETE FROM {spec.table} WHERE method = :m"), {"m": method})
+def _in_collection(collection: int | None, column: str = "image_id") -> str:
+    """A condition keeping rows of one collection's images (nothing when ``collection`` is None)."""
+    if collection is None:
+        return ""
+    return f" AND {column} IN (SELECT id FROM images WHERE collection_id = :collection)"
+
+
+def delete_embeddings(conn: Connection, spec: ModelSpec, method: str, collection: int | None = None) -> None:
+    conn.execute(text(f"DELETE FROM {spec.table} WHERE method = :m" + _in_collection(collection)), {"m": method, "collection": collection})
 
 
 def stored_vectors(conn: Connection, spec: ModelSpec, method: str, ids: Sequence[int] | None = None,
-                   regions: bool = False) -> tuple[list[int], np.ndarray]:
-    """Stored vectors of a model as (image ids, float32 matrix) ordered by (image, region);
-    whole-image rows unless ``regions``."""
-    sql = f"SELECT image_id, embedding FROM {spec.table} WHERE method = :m"
-    params: dict = {"m": method}
+                   regions: bool = False, collection: int | None = None) -> tuple[list[int], np.ndarray]:
+    """Stored vectors of a model as (image ids, float32 matrix) ordered by (image, region):
+    whole-image rows unless ``regions``; of the given images, or of a collection's."""
+    sql = f"SELECT image_id, embedding FROM {spec.table} WHERE method = :m" + _in_collection(collection)
+    params: dict = {"m": method, "collection": collection}
     if not regions:
         sql += " AND region = 0"
     if ids is not None:
@@ -79,19 +86,21 @@ def stored_vectors(conn: Connection, spec: ModelSpec, method: str, ids: Sequence
     return [r[0] for r in rows], np.stack([as_array(r[1]) for r in rows])
 
 
-def has_embeddings(conn: Connection, spec: ModelSpec, method: str) -> bool:
-    return conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE method = :m)"), {"m": method}).scalar()
+def has_embeddings(conn: Connection, spec: ModelSpec, method: str, collection: int | None = None) -> bool:
+    return conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE method = :m"
+                             f"{_in_collection(collection)})"), {"m": method, "collection": collection}).scalar()
 
 
-def count_embeddings(conn: Connection, spec: ModelSpec, method: str) -> int:
-    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m"), {"m": method}).scalar()
+def count_embeddings(conn: Connection, spec: ModelSpec, method: str, collection: int | None = None) -> int:
+    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m" + _in_collection(collection)),
+                        {"m": method, "collection": collection}).scalar()
 
 
-def ids_without(conn: Connection, spec: ModelSpec, source: str, target: str) -> list[int]:
+def ids_without(conn: Connection, spec: ModelSpec, source: str, target: str, collection: int | None = None) -> list[int]:
     """Images with a whole-image ``source`` row but no ``target`` row (rows an upkeep step still owes)."""
     rows = conn.execute(text(
-        f"SELECT image_id FROM {spec.table} WHERE method = :s AND region = 0 EXCEPT "
-        f"SELECT image_id FROM {spec.table} WHERE method = :t"), {"s": source, "t": target})
+        f"SELECT image_id FROM {spec.table} WHERE method = :s AND region = 0{_in_collection(collection)} EXCEPT "
+        f"SELECT image_id FROM {spec.table} WHERE method = :t"), {"s": source, "t": target, "collection": collection})
     return sorted(r[0] for r in rows)
 
 

@@ -34,10 +34,12 @@ def graph_ids(conn: Connection, model: str, kind: str) -> set[int]:
     return {r[0] for r in rows}
 
 
-def verifiable_ids(conn: Connection, spec: ModelSpec, stored: str, kind: str) -> list[int]:
-    """Images with ``stored`` vectors and ``kind`` local features (those a graph row can be built for)."""
+def verifiable_ids(conn: Connection, spec: ModelSpec, stored: str, kind: str, collection: int) -> list[int]:
+    """The collection's images with ``stored`` vectors and ``kind`` local features (those a graph
+    row can be built for)."""
     rows = conn.execute(text(
         f"SELECT DISTINCT e.image_id FROM {spec.table} e JOIN local_features f "
-        f"ON f.image_id = e.image_id AND f.kind = :kind WHERE e.method = :m ORDER BY e.image_id"),
-        {"kind": kind, "m": stored})
+        f"ON f.image_id = e.image_id AND f.kind = :kind JOIN images i ON i.id = e.image_id "
+        f"WHERE e.method = :m AND i.collection_id = :c ORDER BY e.image_id"),
+        {"kind": kind, "m": stored, "c": collection})
     return [r[0] for r in rows]

@@ -27,24 +27,36 @@ def drop_invalid_index(conn: Connection, spec: ModelSpec, name: str) -> None:
     conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
-def whitened_descriptors(conn: Connection, model: str) -> list[str]:
-    rows = conn.execute(text("SELECT method FROM whitening WHERE model = :model ORDER BY method"), {"model": model})
-    return [r[0] for r in rows]
+def methods_by_collection(conn: Connection, spec: ModelSpec) -> dict[tuple[int, str], int]:
+    """(collection id, method) -> number of images with a whole-image row."""
+    rows = conn.execute(text(f"SELECT i.collection_id, e.method, count(*) FROM {spec.table} e "
+                             f"JOIN images i ON i.id = e.image_id WHERE e.region = 0 GROUP BY 1, 2"))
+    return {(c, m): n for c, m, n in rows}
 
 
-def graph_kinds(conn: Connection, model: str) -> list[str]:
-    rows = conn.execute(text("SELECT DISTINCT kind FROM match_graph WHERE model = :model ORDER BY kind"),
+def whitened_descriptors(conn: Connection, model: str) -> list[tuple[int, str]]:
+    """(collection id, descriptor) of every whitening fit of the model."""
+    rows = conn.execute(text("SELECT collection_id, method FROM whitening WHERE model = :model ORDER BY 1, 2"),
                         {"model": model})
-    return [r[0] for r in rows]
+    return [(r[0], r[1]) for r in rows]
 
 
-def graph_owed(conn: Connection, spec: ModelSpec, kind: str) -> int:
-    """Images with vectors in the model's table and ``kind`` local features but no graph row."""
+def graph_kinds(conn: Connection, model: str) -> list[tuple[int, str]]:
+    """(collection id, kind) of every match graph of the model."""
+    rows = conn.execute(text("SELECT DISTINCT i.collection_id, g.kind FROM match_graph g "
+                             "JOIN images i ON i.id = g.image_id WHERE g.model = :model ORDER BY 1, 2"),
+                        {"model": model})
+    return [(r[0], r[1]) for r in rows]
+
+
+def graph_owed(conn: Connection, spec: ModelSpec, kind: str, collection: int) -> int:
+    """The collection's images with vectors in the model's table and ``kind`` local features but no graph row."""
     return conn.execute(text(
-        f"SELECT count(*) FROM local_features f WHERE f.kind = :kind "
+        f"SELECT count(*) FROM local_features f JOIN images i ON i.id = f.image_id "
+        f"WHERE f.kind = :kind AND i.collection_id = :c "
         f"AND EXISTS (SELECT 1 FROM {spec.table} e WHERE e.image_id = f.image_id) "
         f"AND NOT EXISTS (SELECT 1 FROM match_graph g WHERE g.model = :model AND g.kind = :kind "
-        f"AND g.image_id = f.image_id)"), {"kind": kind, "model": spec.name}).scalar()
+        f"AND g.image_id = f.image_id)"), {"kind": kind, "model": spec.name, "c": collection}).scalar()
 
 
 def count_failures(conn: Connection) -> int:
@@ -53,5 +65,5 @@ def count_failures(conn: Connection) -> int:
 
 def tables_exist(conn: Connection) -> bool:
     return conn.execute(text("SELECT to_regclass('images') IS NOT NULL AND to_regclass('whitening') IS NOT NULL "
-                             "AND to_regclass('match_graph') IS NOT NULL")).scalar()
+                             "AND to_regclass('match_graph') IS NOT NULL AND to_regclass('files') IS NOT NULL")).scalar()
 

@@ -16,15 +16,19 @@ args = parser.parse_args()
 
 with psycopg.connect(libpq_url()) as conn:
     register_vector(conn)  # numpy arrays in and out as vector
-    row = conn.execute("SELECT embedding FROM emb_efficientnet_lite0 "
-                       "WHERE image_id = %s AND method = 'global' AND region = 0", (args.image_id,)).fetchone()
+    row = conn.execute("SELECT e.embedding, i.collection_id FROM emb_efficientnet_lite0 e "
+                       "JOIN images i ON i.id = e.image_id "
+                       "WHERE e.image_id = %s AND e.method = 'global' AND e.region = 0", (args.image_id,)).fetchone()
     if row is None:
         raise SystemExit(f"image {args.image_id} has no efficientnet-lite0/global vector "
                          f"(imgsim ingest FOLDER --method global)")
-    query = row[0]  # a numpy array
-    # The literal 'global' (not a parameter) lets PostgreSQL use the partial HNSW index of the method.
-    rows = conn.execute("SELECT i.id, i.path, e.embedding <=> %s AS distance "
-                        "FROM emb_efficientnet_lite0 e JOIN images i ON i.id = e.image_id "
-                        "WHERE e.method = 'global' ORDER BY e.embedding <=> %s LIMIT 5", (query, query)).fetchall()
-for image_id, path, distance in rows:
-    print(f"{image_id:>6}  {distance:.4f}  {path}")
+    query, collection = row  # a numpy array, and the collection to search in
+    # The literal 'global' (not a parameter) lets PostgreSQL use the partial HNSW index of the
+    # method; the collection test is a scalar subquery, so it filters the index scan.
+    rows = conn.execute("SELECT e.image_id, e.embedding <=> %s AS distance, "
+                        "(SELECT array_agg(f.path ORDER BY f.path) FROM files f WHERE f.image_id = e.image_id) "
+                        "FROM emb_efficientnet_lite0 e WHERE e.method = 'global' "
+                        "AND (SELECT i.collection_id FROM images i WHERE i.id = e.image_id) = %s "
+                        "ORDER BY e.embedding <=> %s LIMIT 5", (query, collection, query)).fetchall()
+for image_id, distance, paths in rows:
+    print(f"{image_id:>6}  {distance:.4f}  {', '.join(paths)}")
