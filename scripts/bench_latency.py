@@ -25,6 +25,7 @@ from app.ingestion.runner import Ingestor  # noqa: E402
 from app.retrieval.query import effective_method  # noqa: E402
 from app.retrieval.search import similar  # noqa: E402
 from app.store import migrate  # noqa: E402
+from app.store.collections import ensure_collection  # noqa: E402
 from app.store.db import get_engine  # noqa: E402
 
 
@@ -52,7 +53,9 @@ def main() -> None:
         folder = Path(tmp.name) / "calendar"
         make_calendar_set(folder, photos_per_page=40)
         new_photos = []
-    ingestor = Ingestor(engine, [spec], method)
+    with engine.begin() as conn:  # the benchmark's photos are a collection of their own
+        collection = ensure_collection(conn, f"bench-{folder.parent.name}")
+    ingestor = Ingestor(engine, collection, [spec], method)
     ingestor.embedder(spec)  # model load is not ingest cost
     report = ingestor.run(folder)
     done = report.found - report.skipped
@@ -65,13 +68,13 @@ def main() -> None:
     if method.local:  # the collection-level index steps a user runs after ingest
         t0 = time.perf_counter()
         try:
-            whiten_collection(engine, spec, method.raw)
+            whiten_collection(engine, collection, spec, method.raw)
         except WhiteningError as exc:
             print(f"no whitening: {exc}")
         t1 = time.perf_counter()
         with engine.connect() as conn:
-            resolved = effective_method(conn, spec, method)
-        graph = build_graph(engine, spec, resolved, rebuild=True)
+            resolved = effective_method(conn, collection.id, spec, method)
+        graph = build_graph(engine, collection, spec, resolved, rebuild=True)
         t2 = time.perf_counter()
         print(f"index whiten: {t1 - t0:.1f} s; index graph ({resolved.canonical}): "
               f"{(t2 - t1) / max(1, graph['images']) * 1000:.0f} ms/image over {graph['images']} images, "
@@ -80,8 +83,8 @@ def main() -> None:
         n, avg_bytes, table = conn.execute(text(
             "SELECT count(*), avg(octet_length(points) + octet_length(descriptors)), "
             "pg_total_relation_size('local_features') FROM local_features WHERE kind = 'sift'")).one()
-        paths = [r[0] for r in conn.execute(text("SELECT path FROM images WHERE path LIKE :p ORDER BY id LIMIT :n"),
-                                            {"p": f"{folder}%", "n": args.queries})]
+        paths = [r[0] for r in conn.execute(text("SELECT path FROM files WHERE collection_id = :c ORDER BY path "
+                                                 "LIMIT :n"), {"c": collection.id, "n": args.queries})]
     if n:
         print(f"local features (sift): {avg_bytes / 1024:.0f} KiB/image of keypoints+descriptors; "
               f"table {table / n / 1024:.0f} KiB/image on disk ({n} images)")
@@ -91,14 +94,14 @@ def main() -> None:
             "FROM match_graph")).one()
     if rows:
         print(f"match graph: {edges / rows:.1f} verified neighbours/image; table {size / rows:.0f} bytes/image on disk")
-    similar(paths[0], spec.name, k=10, method=args.method, engine=engine)  # warm-up
+    similar(paths[0], spec.name, k=10, method=args.method, engine=engine, collection=collection.name)  # warm-up
     for label, queries in (("stored photo", paths), ("new camera photo", [str(p) for p in new_photos[:args.queries]])):
         if not queries:
             continue
         times = []
         for q in queries:
             t0 = time.perf_counter()
-            similar(q, spec.name, k=10, method=args.method, engine=engine)
+            similar(q, spec.name, k=10, method=args.method, engine=engine, collection=collection.name)
             times.append(time.perf_counter() - t0)
         print(f"query latency, {label} ({args.method}, k=10, {len(times)} queries): "
               f"p50 {statistics.median(times) * 1000:.0f} ms, p90 {percentile(times, 0.9) * 1000:.0f} ms")

@@ -23,19 +23,20 @@ from app.collection.graph import build_graph  # noqa: E402
 from app.collection.whitening import WhiteningError, whiten_collection  # noqa: E402
 from app.describe.methods import WHITENED_ALIASES, get_method  # noqa: E402
 from app.describe.registry import resolve_models  # noqa: E402
-from app.evaluation.evaluate import evaluate, image_ids  # noqa: E402
+from app.evaluation.evaluate import evaluate  # noqa: E402
 from app.files.labels import read_labels  # noqa: E402
 from app.ingestion.runner import Ingestor  # noqa: E402
 from app.retrieval.query import effective_method  # noqa: E402
 from app.store import migrate  # noqa: E402
+from app.store.collections import ensure_collection  # noqa: E402
 from app.store.db import get_engine  # noqa: E402
 from app.store.whitening import delete_whitening  # noqa: E402
 
 
-def clear_whitening(engine, spec, descriptor: str) -> None:
-    """Forget another dataset's fit, so that a collection too small to whiten is measured unwhitened."""
+def clear_whitening(engine, collection, spec, descriptor: str) -> None:
+    """Forget an earlier fit, so that a collection too small to whiten is measured unwhitened."""
     with engine.begin() as conn:
-        delete_whitening(conn, spec.name, descriptor)
+        delete_whitening(conn, collection.id, spec.name, descriptor)
 
 
 DATASET_NAMES = ("ukbench_mini", "holidays805", "smvs_dvd_dev")
@@ -81,29 +82,26 @@ def main() -> None:
         for spec in resolve_models(args.models):
             for method_name in args.methods.split(","):
                 method = get_method(method_name)
-                ingestor = Ingestor(engine, [spec], method)
                 for dataset, protocol, folder, labels in protos:
-                    rows_csv = read_labels(labels)
-                    ingestor.run(folder, rows_csv)
-                    # The user's collection is the dataset: index steps see its images alone.
-                    collection = list(image_ids(engine, folder, read_labels(folder / "groundtruth.csv"),
-                                                10**9).values())
+                    with engine.begin() as conn:  # each dataset is a collection: index steps see it alone
+                        collection = ensure_collection(conn, dataset)
+                    Ingestor(engine, collection, [spec], method).run(folder, read_labels(labels))
                     if method.whiten or method.name in WHITENED_ALIASES:
                         try:
-                            whiten_collection(engine, spec, method.raw, fit_ids=collection)
+                            whiten_collection(engine, collection, spec, method.raw)
                         except WhiteningError as exc:
                             if method.whiten:
                                 print(f"skip {spec.name} {method.name} {dataset}: {exc}", flush=True)
                                 continue
-                            clear_whitening(engine, spec, method.raw)  # `verified` falls back to gem+sift
+                            clear_whitening(engine, collection, spec, method.raw)  # `verified` is then gem+sift
                     if method.dba:
-                        augment_collection(engine, spec, method, among=collection)
+                        augment_collection(engine, collection, spec, method)
                     with engine.connect() as conn:
-                        resolved = effective_method(conn, spec, method)
+                        resolved = effective_method(conn, collection.id, spec, method)
                     if resolved.local:
-                        build_graph(engine, spec, resolved, rebuild=True, among=collection)
+                        build_graph(engine, collection, spec, resolved, rebuild=True)
                     started = time.perf_counter()
-                    result = evaluate(engine, folder, labels, spec, method)
+                    result = evaluate(engine, collection, folder, labels, spec, method)
                     s = result.summary
                     row = (dataset, protocol, spec.name, method.name, s.map, s.p_at_1, s.recall_at_1,
                            1000 * result.search_seconds / max(1, s.n_queries), s.n_queries, time.perf_counter() - started)

@@ -148,3 +148,27 @@ def test_ingest_json_and_search_within_a_distance(database, tmp_path):
     everything = json.loads(imgsim("search", tmp_path / "a.jpg", "--model", MODEL, "--method", "global",
                                    "--max-distance", "2", "--json").stdout)["hits"]
     assert len(everything) == 3
+
+
+def test_sync_remove_collections_and_filters_from_the_command_line(database, tmp_path):
+    make_images(tmp_path / "lib", ["a.jpg", "b.jpg", "sub/c.jpg"], seed=21)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\na.jpg,poster\nb.jpg,poster\nsub/c.jpg,dvd\n")
+    imgsim("ingest", tmp_path / "lib", "--method", "global", "--labels", labels, "-q")
+    (tmp_path / "lib" / "b.jpg").unlink()
+    synced = json.loads(imgsim("ingest", tmp_path / "lib", "--method", "global", "--sync", "--json").stdout)
+    assert (synced["removed"], synced["removed_images"], synced["unchanged"]) == (1, 1, 2)
+    assert synced["removed_paths"] == [str(tmp_path / "lib" / "b.jpg")]
+    answer = json.loads(imgsim("search", tmp_path / "lib" / "a.jpg", "--method", "global", "--label", "dvd", "--json").stdout)
+    assert [h["paths"] for h in answer["hits"]] == [[str(tmp_path / "lib" / "sub" / "c.jpg")]]
+    under = json.loads(imgsim("search", tmp_path / "lib" / "a.jpg", "--method", "global", "--under", tmp_path / "lib" / "sub",
+                              "--json").stdout)["hits"]
+    assert [h["path"] for h in under] == [str(tmp_path / "lib" / "sub" / "c.jpg")]
+    removed = imgsim("remove", tmp_path / "lib" / "sub", tmp_path / "lib" / "nothing.jpg", check=False)
+    assert removed.returncode == 1 and "removed 1 files and 1 images from default" in removed.stdout
+    assert f"not stored: {tmp_path / 'lib' / 'nothing.jpg'}" in removed.stderr
+    listed = json.loads(imgsim("collections", "--json").stdout)
+    assert [(c["name"], c["files"], c["images"]) for c in listed] == [("default", 1, 1)]
+    unknown = imgsim("search", "1", "--method", "global", "--collection", "nope", check=False)
+    assert unknown.returncode == 1 and unknown.stderr.strip() == \
+        "error: no collection named 'nope' (collections: default)"

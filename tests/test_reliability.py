@@ -33,6 +33,8 @@ def _stored(url, table="emb_efficientnet_lite0"):
                                f"(SELECT 1 FROM {table} e WHERE e.image_id = i.id AND e.method = 'global')").fetchone()[0]
         index = conn.execute("SELECT count(*) FROM pg_indexes WHERE indexname = "
                              "'ix_emb_efficientnet_lite0_global_hnsw'").fetchone()[0]
+        orphans += conn.execute("SELECT count(*) FROM images i WHERE NOT EXISTS "
+                                "(SELECT 1 FROM files f WHERE f.image_id = i.id)").fetchone()[0]
     return shas, rows, orphans, index
 
 
