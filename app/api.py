@@ -130,8 +130,10 @@ def drop_collection(name: str, engine: Engine | None = None) -> dict:
 
 
 def evaluation_collection(folder: Path | str, collection: str | None) -> str:
-    """Benchmark sets go to a collection of their own: the given name, else the folder's name."""
-    return collection or Path(folder).resolve().name
+    """Benchmark sets go to a collection of their own: the given name, else the folder's name
+    with its parent's (``holidays805/images``: datasets often keep their photos in ``images/``)."""
+    resolved = Path(folder).resolve()
+    return collection or "/".join(p for p in (resolved.parent.name, resolved.name) if p)
 
 
 def evaluate(folder: Path | str, labels: Path | str, model: str | None = None, method: str | Method = DEFAULT_METHOD,

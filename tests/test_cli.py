@@ -129,7 +129,7 @@ def test_cli_methods_search_duplicates(database, calendar):
     evaluation = json.loads(run("evaluate", folder, "--labels", labels, "--model", LITE0.name, "--method", "gem+sift",
                                 "--json").stdout)
     assert (evaluation["model"], evaluation["method"], evaluation["n_queries"]) == (LITE0.name, "gem+sift", 18)
-    assert evaluation["collection"] == folder.name and evaluation["conflicts"] == []  # apart from default
+    assert evaluation["collection"] == f"{folder.parent.name}/{folder.name}" and evaluation["conflicts"] == []  # apart from default
     assert evaluation["p_at_1"] == 1.0 and evaluation["map"] == pytest.approx(0.999, abs=0.015)
 
 

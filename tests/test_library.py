@@ -169,13 +169,13 @@ def test_evaluation_is_over_files_and_reports_one_content_in_two_groups(database
     labels = tmp_path / "labels.csv"
     labels.write_text("filename,group\n" + "".join(f"{g}{i}.jpg,{g}\n" for g in "ab" for i in range(3))
                       + "a0 again.jpg,a\nb0 in a.jpg,a\n")
-    _ingest(engine, small, folder, name="set", labels=read_labels(labels))
+    _ingest(engine, small, folder, name=f"{tmp_path.name}/set", labels=read_labels(labels))
     result = api.evaluate(folder, labels, SMALL.name, GLOBAL, engine=engine, ingest=False)
-    assert result.collection == "set" and result.summary.n_queries == 8 and result.n_database == 8
+    assert result.collection == f"{tmp_path.name}/set" and result.summary.n_queries == 8 and result.n_database == 8
     assert result.conflicts == [["b0 in a.jpg", "b0.jpg"]]
     assert result.rankings["a0.jpg"][0].path == path_text(folder / "a0 again.jpg")  # its copy first
     assert path_text(folder / "a0.jpg") not in {h.path for h in result.rankings["a0.jpg"]}
-    assert {r["name"] for r in api.collections(engine)} == {"default", "set"}  # nothing went to default
+    assert {r["name"] for r in api.collections(engine)} == {"default", f"{tmp_path.name}/set"}  # nothing went to default
     assert count(database, "SELECT count(*) FROM files f JOIN collections c "
                                                      "ON c.id = f.collection_id WHERE c.name = 'default'") == 0
 

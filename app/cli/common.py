@@ -33,7 +33,7 @@ MethodOpt = Annotated[str, typer.Option(
 JsonOpt = Annotated[bool, typer.Option("--json")]
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="The collection (a named set of photos).")]
 BenchCollectionOpt = Annotated[Optional[str], typer.Option(
-    "--collection", "-c", help="The collection the labelled folder goes to (default: the folder's name), apart "
+    "--collection", "-c", help="The collection the labelled folder goes to (default: PARENT/FOLDER), apart "
                                "from the photos you search.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q")]
 
