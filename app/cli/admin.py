@@ -137,7 +137,8 @@ def index_whiten(
         result = api.whiten(spec.name, meth.raw, collection=collection)
     except (WhiteningError, CollectionError) as exc:
         fail_with(exc)
-    out.print(f"{result['model']}/{result['method']} in {result['collection']}: version {result['version']} "
+    where = escape(one_line(result["collection"]))
+    out.print(f"{result['model']}/{result['method']} in {where}: version {result['version']} "
               f"fitted on {result['n_images']} images", highlight=False)
 
 
@@ -154,8 +155,9 @@ def index_dba(
         result = api.augment(spec.name, meth.name, collection=collection)
     except (AugmentError, CollectionError) as exc:
         fail_with(exc)
-    out.print(f"{result['model']}/{result['method']} in {result['collection']}: {result['n_images']} images "
-              f"augmented", highlight=False)
+    where = escape(one_line(result["collection"]))
+    out.print(f"{result['model']}/{result['method']} in {where}: {result['n_images']} images augmented",
+              highlight=False)
 
 
 @index_app.command("graph")

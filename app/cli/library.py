@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from app import api
 from app.cli.common import DEFAULT_COLLECTION, CollectionOpt, JsonOpt, err, fail_with, out
@@ -37,7 +38,7 @@ def collections_drop(name: str, as_json: JsonOpt = False):
         fail_with(exc)
     if as_json:
         return print_json(result)
-    out.print(f"dropped {one_line(result['name'])}: {result['files']} files, {result['images']} images",
+    out.print(f"dropped {escape(one_line(result['name']))}: {result['files']} files, {result['images']} images",
               highlight=False)
 
 
@@ -56,8 +57,8 @@ def remove(
         print_json(result)
     else:
         out.print(f"removed {len(result['removed'])} files and {result['removed_images']} images from "
-                  f"{one_line(result['collection'])}", highlight=False)
+                  f"{escape(one_line(result['collection']))}", highlight=False)
     for given in result["unmatched"]:
-        err.print(f"[yellow]not stored:[/yellow] {one_line(given)}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]not stored:[/yellow] {escape(one_line(given))}", highlight=False, soft_wrap=True)
     if result["unmatched"]:
         raise typer.Exit(1)

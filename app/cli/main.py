@@ -120,9 +120,10 @@ def duplicates(
         fail_with(exc)
     if as_json:
         return print_json({"collection": collection, "exact_copies": copies, "groups": found})
-    print_table(["copy", "id", "label"], [[str(n), str(item["id"]), one_line(item["label"] or ""),
-                                           one_line(item["path"])] for n, same in enumerate(copies, 1) for item in same],
-                f"{len(copies)} contents held by several files in {collection}", fold="path")
+    rows = [[str(n), str(item["id"]), one_line(item["label"] or ""), one_line(item["path"])]
+            for n, same in enumerate(copies, 1) for item in same]
+    print_table(["copy", "id", "label"], rows, f"{len(copies)} contents held by several files in {collection}",
+                fold="path")
     print_table(["group", "id", "label"],
                 [[str(n), str(item["id"]), one_line(item["label"] or ""), copies_note(item)]
                  for n, group in enumerate(found, 1) for item in group],
