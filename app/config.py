@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     max_labels_bytes: int = Field(default=64 * 1024**2, ge=1, validation_alias="IMGSIM_MAX_LABELS_BYTES")
     retry_seconds: float = Field(default=31.5, ge=0, le=3600, validation_alias="IMGSIM_RETRY_SECONDS")
     decode_workers: int = Field(default=2, ge=1, le=64, validation_alias="IMGSIM_DECODE_WORKERS")
+    backend: str = Field(default="auto", validation_alias="IMGSIM_BACKEND")
 
     @property
     def pgdata(self) -> Path:

@@ -2,6 +2,7 @@
 are in ``app.cli.admin``). Commands parse options, call ``app.api`` and print."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +17,8 @@ from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, B
                             out, specs)
 from app.cli.render import (hit_dict, print_failure, print_graph, print_ingest, print_json, print_metrics,
                             print_ranking, print_table, progress)
+from app.config import get_settings
+from app.describe.backends import BackendError, choose
 from app.describe.registry import UnknownModel, resolve_models
 from app.describe.weights import WeightsUnavailable
 from app.evaluation.evaluate import EvaluationError
@@ -228,10 +231,22 @@ def demo(
 
 
 @app.callback()
-def options(debug: Annotated[bool, typer.Option("--debug", envvar="IMGSIM_DEBUG",
-                                                help="Show the traceback of an error.")] = False):
+def options(
+    debug: Annotated[bool, typer.Option("--debug", envvar="IMGSIM_DEBUG",
+                                        help="Show the traceback of an error.")] = False,
+    backend: Annotated[Optional[str], typer.Option(
+        help="Inference backend: auto (OpenVINO when installed), tensorflow or openvino "
+             "[env: IMGSIM_BACKEND].")] = None,
+):
     """Image similarity search on PostgreSQL + pgvector."""
     boundary.DEBUG["on"] = debug or boundary.DEBUG["on"]
+    if backend is not None:
+        os.environ["IMGSIM_BACKEND"] = backend
+        get_settings.cache_clear()
+    try:
+        choose()
+    except BackendError as exc:
+        fail(str(exc))
 
 
 def main():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.describe.backends import choose, load_network
 from app.describe.methods import Method
 from app.describe.pooling import gem, region_windows
 from app.describe.preprocess import preprocess
@@ -11,27 +12,20 @@ from app.describe.vectors import l2_normalize
 
 
 class Embedder:
-    def __init__(self, spec: ModelSpec, method: Method, pretrained: bool = True):
-        import tensorflow as tf
+    """``backend``: ``auto`` (default: IMGSIM_BACKEND), ``tensorflow`` or ``openvino`` (see
+    ``app.describe.backends``)."""
 
-        from app.describe.backbones import build_backbone
-
+    def __init__(self, spec: ModelSpec, method: Method, pretrained: bool = True, backend: str | None = None):
         self.spec, self.method = spec, method
-        self.backbone = build_backbone(spec, pretrained=pretrained)
-        model = self.backbone
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def feature_map(x):
-            return model(x, training=False)
-
-        self._feature_map = feature_map
+        self.backend = choose(backend)
+        self.network = load_network(spec, pretrained, self.backend)
 
     @property
     def dim(self) -> int:
         return self.spec.dim
 
     def feature_map(self, batch: np.ndarray) -> np.ndarray:
-        return self._feature_map(preprocess(self.spec.preprocess, batch)).numpy()
+        return self.network(preprocess(self.spec.preprocess, batch))
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 squashed images -> (N, dim) average-pooled unit vectors."""

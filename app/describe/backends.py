@@ -1,0 +1,138 @@
+"""Inference backends: the network that turns a preprocessed batch into its last convolutional
+feature map.
+
+TensorFlow/Keras is the reference (the models are defined and their weights ported there).
+OpenVINO runs the same network converted from the Keras model's ``tf.function`` once, in fp32,
+and cached next to the weights under a name that holds the model and its weights' sha256; a
+later run reads the cached network and never imports TensorFlow. ``auto`` picks OpenVINO when it
+is installed. Models with random weights (tests) are converted in memory and not cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from app.config import get_settings
+from app.describe.registry import ModelSpec
+from app.describe.weights import keras_weights_path, port_checkpoint_path, ported_weights_path, weights_dir
+
+BACKENDS = ("tensorflow", "openvino")
+CHOICES = ("auto", *BACKENDS)
+
+
+class BackendError(ValueError):
+    pass
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def choose(name: str | None = None) -> str:
+    """The backend to run: ``name`` (or IMGSIM_BACKEND), ``auto`` = the fastest installed."""
+    name = (name or get_settings().backend).lower()
+    if name not in CHOICES:
+        raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(CHOICES)}")
+    if name == "auto":
+        return "openvino" if installed("openvino") else "tensorflow"
+    if name == "openvino" and not installed("openvino"):
+        raise BackendError("the openvino backend is not installed: pip install openvino (or use --backend tensorflow)")
+    return name
+
+
+class TensorFlowNet:
+    """The reference: the Keras backbone behind a ``tf.function`` with a dynamic input shape."""
+
+    def __init__(self, spec: ModelSpec, pretrained: bool = True):
+        import tensorflow as tf
+
+        from app.describe.backbones import build_backbone
+
+        model = build_backbone(spec, pretrained=pretrained)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def feature_map(x):
+            return model(x, training=False)
+
+        self.function = feature_map
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.function(batch).numpy()
+
+
+class OpenVINONet:
+    """The network converted to OpenVINO (fp32), read from the cache when it is there."""
+
+    def __init__(self, spec: ModelSpec, pretrained: bool = True):
+        import openvino as ov
+
+        core = ov.Core()
+        path = converted_path(spec) if pretrained else None
+        if path is not None and path.is_file():
+            model = core.read_model(path)
+        else:
+            model = ov.convert_model(TensorFlowNet(spec, pretrained).function)
+            path = converted_path(spec) if pretrained else None  # the build fetched or ported the weights
+            if path is not None:
+                save_atomically(model, path)
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.request.infer(np.ascontiguousarray(batch, np.float32))[0].copy()
+
+
+NETS = {"tensorflow": TensorFlowNet, "openvino": OpenVINONet}
+
+
+def load_network(spec: ModelSpec, pretrained: bool = True, backend: str | None = None):
+    """The feature-map network of ``spec`` on the chosen backend."""
+    return NETS[choose(backend)](spec, pretrained)
+
+
+def weights_file(spec: ModelSpec) -> Path | None:
+    """The file the model's weights come from (None when it is not there yet)."""
+    if spec.offline:
+        checkpoint = port_checkpoint_path(spec)
+        return checkpoint if checkpoint is not None else (ported_weights_path(spec)
+                                                          if ported_weights_path(spec).is_file() else None)
+    path = keras_weights_path(spec)
+    return path if path.is_file() else None
+
+
+@lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def converted_path(spec: ModelSpec) -> Path | None:
+    """``<weights dir>/converted/<model>-<weights sha256[:16]>/openvino-fp32.xml``; None while
+    the weights are absent (the TensorFlow build then fetches or ports them first)."""
+    source = weights_file(spec)
+    if source is None:
+        return None
+    st = source.stat()
+    digest = _digest(str(source), st.st_size, st.st_mtime_ns)[:16]
+    return weights_dir() / "converted" / f"{spec.name}-{digest}" / "openvino-fp32.xml"
+
+
+def save_atomically(model, path: Path) -> None:
+    """Write the converted network beside its final place and rename it in (two runs may race)."""
+    import openvino as ov
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        ov.save_model(model, staged, compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)

@@ -1,0 +1,87 @@
+"""The fast inference backend against the TensorFlow reference, on real photos with real
+(offline) weights, and the search path that never imports TensorFlow."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.describe.backends import BackendError, choose, converted_path
+from app.describe.embedder import Embedder
+from app.describe.methods import get_method
+from app.describe.registry import get_model
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ("coffee", "chelsea", "astronaut", "rocket", "camera", "hubble_deep_field")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(folder / f"{name}.jpg", quality=92)
+    return sorted(folder.glob("*.jpg"))
+
+
+def _describe(embedder, method, spec, paths):
+    from app.files.images import load_image
+
+    prepared = [method.prepare(load_image(p, min_side=method.min_side(spec), longest=method.longest_side()), spec)
+                for p in paths]
+    return np.concatenate(embedder.describe(prepared))
+
+
+@pytest.mark.parametrize("model", ["efficientnet-lite0", "mobilenetv2-tv"])
+@pytest.mark.parametrize("method_name", ["global", "gem", "rmac"])
+def test_openvino_matches_tensorflow_per_image_in_fp32(photos, model, method_name):
+    spec, method = get_model(model), get_method(method_name)
+    reference = _describe(Embedder(spec, method, backend="tensorflow"), method, spec, photos)
+    fast = _describe(Embedder(spec, method, backend="openvino"), method, spec, photos)
+    cosine = (reference * fast).sum(axis=1)  # unit rows: whole images and (rmac) regions
+    assert reference.shape == fast.shape and cosine.min() >= 0.9999, cosine.min()
+    assert converted_path(spec).is_file()  # converted once, cached next to the weights
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    assert choose("auto") == "openvino" and choose("tensorflow") == "tensorflow"
+    with pytest.raises(BackendError, match="unknown backend 'onnx'"):
+        choose("onnx")
+    monkeypatch.setenv("IMGSIM_BACKEND", "TensorFlow")
+    from app.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert choose() == "tensorflow"
+    finally:
+        get_settings.cache_clear()
+
+
+SEARCH_WITHOUT_TENSORFLOW = """
+import sys, app
+hits = app.similar(sys.argv[1], "efficientnet-lite0", k=3, method=sys.argv[2])
+assert len(hits) == 3, hits
+print("tensorflow" in sys.modules, "keras" in sys.modules, "openvino" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("method_name", ["global", "verified"])
+def test_a_search_with_a_new_photo_on_the_cached_fast_backend_never_imports_tensorflow(database, engine, photos,
+                                                                                      lite0_embedders, method_name):
+    from tests.helpers import ingestor
+
+    spec = get_model("efficientnet-lite0")
+    ingestor(engine, [spec], method_name, embedders=lite0_embedders).run(photos[0].parent)
+    Embedder(spec, get_method(method_name), backend="openvino")  # the converted network is cached
+    new = photos[0].parent.parent / "new.jpg"
+    Image.open(photos[0]).rotate(3).save(new)
+    proc = subprocess.run([sys.executable, "-c", SEARCH_WITHOUT_TENSORFLOW, str(new), method_name], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "IMGSIM_BACKEND": "auto"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "True"]
