@@ -85,3 +85,26 @@ def test_a_search_with_a_new_photo_on_the_cached_fast_backend_never_imports_tens
                           env={**__import__("os").environ, "IMGSIM_BACKEND": "auto"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False", "True"]
+
+
+def test_aspect_kept_descriptors_are_batched_by_shape_with_the_same_rows(photos):
+    spec, method = get_model("efficientnet-lite0"), get_method("gem-ms")
+    embedder = Embedder(spec, method)
+    from app.files.images import load_image
+
+    prepared = [method.prepare(load_image(p, longest=method.longest_side()), spec) for p in photos * 2]
+    calls = []
+    network = embedder.network
+    embedder.network = lambda batch: calls.append(len(batch)) or network(batch)
+    batched = embedder.describe(prepared)
+    shapes = {a.shape for arrays in prepared for a in arrays}
+    assert len(calls) == len(shapes) and sum(calls) == sum(len(arrays) for arrays in prepared)  # one call a shape
+    one_by_one = [embedder._pool([network(preprocess_one(spec, a))[0] for a in arrays]) for arrays in prepared]
+    for b, o in zip(batched, one_by_one):
+        np.testing.assert_allclose(b, o, atol=1e-5)
+
+
+def preprocess_one(spec, array):
+    from app.describe.preprocess import preprocess
+
+    return preprocess(spec.preprocess, array[None])

@@ -11,6 +11,9 @@ from app.describe.registry import ModelSpec
 from app.describe.vectors import l2_normalize
 
 
+MAX_BATCH = 32  # arrays per network call
+
+
 class Embedder:
     """``backend``: ``auto`` (default: IMGSIM_BACKEND), ``tensorflow`` or ``openvino`` (see
     ``app.describe.backends``)."""
@@ -38,10 +41,24 @@ class Embedder:
         if self.method.descriptor.squash:
             vectors = self.embed(np.stack([arrays[0] for arrays in prepared])) if prepared else []
             return [v[None] for v in vectors]
-        return [self._describe_one(arrays) for arrays in prepared]
+        return [self._pool(maps) for maps in self.feature_maps(prepared)]
 
-    def _describe_one(self, arrays: list[np.ndarray]) -> np.ndarray:
-        maps = [self.feature_map(a[None])[0] for a in arrays]
+    def feature_maps(self, prepared: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """Feature maps of every image at every scale, computed in batches of arrays of one
+        shape (aspect-kept images of the same size share a batch; the others run apart)."""
+        maps: list[list] = [[None] * len(arrays) for arrays in prepared]
+        by_shape: dict[tuple, list[tuple[int, int]]] = {}
+        for i, arrays in enumerate(prepared):
+            for scale, array in enumerate(arrays):
+                by_shape.setdefault(array.shape, []).append((i, scale))
+        for members in by_shape.values():
+            for start in range(0, len(members), MAX_BATCH):
+                chunk = members[start:start + MAX_BATCH]
+                for (i, scale), fmap in zip(chunk, self.feature_map(np.stack([prepared[i][s] for i, s in chunk]))):
+                    maps[i][scale] = fmap
+        return maps
+
+    def _pool(self, maps: list[np.ndarray]) -> np.ndarray:
         whole = l2_normalize(np.sum([l2_normalize(gem(m))[0] for m in maps], axis=0))
         if not self.method.descriptor.regions:
             return whole
