@@ -1,0 +1,213 @@
+"""Inference speed per backend and model, ingest against the bare backend, the verified
+pipeline's parts, and the cold start of a search; prints one JSON object and writes
+docs/performance.md. Every ratio is measured in this one run, on this machine.
+
+Usage: scripts/bench_speed [--models a,b] [--backends tensorflow,openvino] [--skip-ingest] [--skip-verified]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from app.describe.embedder import Embedder  # noqa: E402
+from app.describe.methods import get_method  # noqa: E402
+from app.describe.registry import get_model  # noqa: E402
+
+# Published multiply-adds of one 224x224 image through the feature extractor (no classifier).
+GMACS = {"efficientnet-lite0": 0.39, "mobilenetv2-tv": 0.30, "resnet50": 4.1, "efficientnetb0": 0.39}
+RANDOM_WEIGHTS = {"resnet50", "efficientnetb0"}  # no offline ImageNet weights: speed only
+BATCH = 16
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def peak_gflops(seconds: float = 2.0) -> float:
+    """fp32 matrix-product throughput of this machine (numpy's BLAS, every core)."""
+    a = np.random.default_rng(0).random((2048, 2048), np.float32)
+    a @ a
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ a
+        n += 1
+    return n * 2 * 2048 ** 3 / (time.perf_counter() - started) / 1e9
+
+
+def bare(model: str, backend: str, batches: int) -> dict:
+    """images/s of the network alone on 224x224 batches of 16 (after a warm-up call)."""
+    spec, method = get_model(model), get_method("global")
+    started = time.perf_counter()
+    embedder = Embedder(spec, method, pretrained=model not in RANDOM_WEIGHTS, backend=backend)
+    load = time.perf_counter() - started
+    images = np.random.default_rng(1).integers(0, 255, (BATCH, spec.input_size, spec.input_size, 3), np.uint8)
+    embedder.embed(images)
+    started = time.perf_counter()
+    for _ in range(batches):
+        embedder.embed(images)
+    rate = batches * BATCH / (time.perf_counter() - started)
+    return {"model": model, "backend": backend, "images_per_s": round(rate, 1), "load_s": round(load, 2),
+            "random_weights": model in RANDOM_WEIGHTS}
+
+
+def ingest(folder: Path, backend: str) -> dict:
+    """``global`` ingest of ``folder`` into a fresh collection (the model loaded first, apart)."""
+    from app.describe.methods import get_method as method_of
+    from app.ingestion.runner import Ingestor
+    from app.store import migrate
+    from app.store.collections import drop_collection, ensure_collection
+    from app.store.db import get_engine
+
+    migrate.upgrade()
+    engine, name = get_engine(), f"bench-speed-{backend}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        if name in [r[0] for r in conn.exec_driver_sql("SELECT name FROM collections")]:
+            drop_collection(conn, name)
+        collection = ensure_collection(conn, name)
+    spec = get_model("efficientnet-lite0")
+    embedders = {f"{spec.name}/global": Embedder(spec, method_of("global"), backend=backend)}
+    report = Ingestor(engine, collection, [spec], method_of("global"), embedders=embedders).run(folder)
+    with engine.begin() as conn:
+        drop_collection(conn, name)
+    return {"backend": backend, "images": report.found, "seconds": round(report.seconds, 2),
+            "images_per_s": round(report.found / report.seconds, 1),
+            "embed_s": round(report.embed_seconds.get(spec.name, 0.0), 2)}
+
+
+def verified(folder: Path) -> dict:
+    """The default method on the DVD photos: embedding + SIFT at ingest, then the graph rows."""
+    from app.collection.graph import update_graph
+    from app.ingestion.runner import Ingestor
+    from app.store.collections import drop_collection, ensure_collection
+    from app.store.db import get_engine
+
+    engine, spec, method = get_engine(), get_model("efficientnet-lite0"), get_method("verified")
+    with engine.begin() as conn:
+        if "bench-speed-verified" in [r[0] for r in conn.exec_driver_sql("SELECT name FROM collections")]:
+            drop_collection(conn, "bench-speed-verified")
+        collection = ensure_collection(conn, "bench-speed-verified")
+    ingestor = Ingestor(engine, collection, [spec], method)
+    ingestor.embedder(spec)
+    report = ingestor.run(folder)
+    started = time.perf_counter()
+    update_graph(engine, collection, spec, method)
+    graph = time.perf_counter() - started
+    with engine.begin() as conn:
+        drop_collection(conn, "bench-speed-verified")
+    n = report.found
+    return {"images": n, "ingest_s": round(report.seconds, 1), "embed_s": round(report.embed_seconds[spec.name], 1),
+            "graph_s": round(graph, 1), "images_per_s_with_graph": round(n / (report.seconds + graph), 2)}
+
+
+def cold_search(photo: Path, stored: Path, backend: str, runs: int = 3) -> dict:
+    """Wall time of ``imgsim search NEW_PHOTO`` in a new process (median of ``runs``)."""
+    env = {**os.environ, "IMGSIM_BACKEND": backend}
+    cmd = [sys.executable, "-m", "app.cli", "search", str(photo), "--method", "global", "-k", "5",
+           "--collection", "bench-speed-cold"]
+    subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(stored), "--method", "global", "-q",
+                    "--collection", "bench-speed-cold"], env=env, check=True)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return {"backend": backend, "seconds": round(statistics.median(times), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default=",".join(GMACS))
+    parser.add_argument("--backends", default="tensorflow,openvino")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--skip-verified", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    args = parser.parse_args()
+    backends = args.backends.split(",")
+    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU", "peak_gflops_fp32": round(peak_gflops(), 1),
+              "bare": [], "ingest": [], "cold_search": []}
+    for model in args.models.split(","):
+        for backend in backends:
+            row = bare(model, backend, args.batches)
+            row["ratio_to_peak"] = round(row["images_per_s"] * 2 * GMACS[model] / result["peak_gflops_fp32"], 3)
+            result["bare"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    holidays = DATASETS / "holidays805" / "images"
+    if not args.skip_ingest and holidays.is_dir():
+        lite0 = {r["backend"]: r["images_per_s"] for r in result["bare"] if r["model"] == "efficientnet-lite0"}
+        for backend in backends:
+            row = ingest(holidays, backend)
+            row["ratio_to_bare"] = round(row["images_per_s"] / lite0[backend], 2) if backend in lite0 else None
+            result["ingest"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            photo = Path(tmp) / "new.jpg"
+            from PIL import Image
+
+            Image.open(sorted(holidays.glob("*.jpg"))[0]).rotate(5).save(photo)
+            stored = DATASETS / "ukbench_mini" / "images"
+            for backend in backends:
+                result["cold_search"].append(cold_search(photo, stored, backend))
+    dvd = DATASETS / "smvs_dvd_dev" / "images"
+    if not args.skip_verified and dvd.is_dir():
+        result["verified"] = verified(dvd)
+    print(json.dumps(result, indent=2))
+    write(result, Path(args.out), " ".join(sys.argv[1:]))
+
+
+def write(result: dict, path: Path, argv: str) -> None:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    tf = {r["model"]: r["images_per_s"] for r in result["bare"] if r["backend"] == "tensorflow"}
+    lines = ["# Speed (measured)", "",
+             f"`scripts/bench_speed {argv}`".replace(" `", "`") + f" on {when}, commit {commit}; {result['machine']}; "
+             f"fp32 peak {result['peak_gflops_fp32']} GFLOP/s (numpy matrix product). Ratios are measured in this "
+             "one run. Models marked * have random weights (no offline ImageNet weights): speed only.", "",
+             "## The network alone (224x224, batches of 16)", "",
+             "| model | backend | images/s | vs TensorFlow | share of fp32 peak | load s |", "|---|---|---|---|---|---|"]
+    for r in result["bare"]:
+        vs = f"{r['images_per_s'] / tf[r['model']]:.2f}x" if r["model"] in tf else ""
+        lines.append(f"| {r['model']}{'*' if r['random_weights'] else ''} | {r['backend']} | {r['images_per_s']} | "
+                     f"{vs} | {r['ratio_to_peak']:.1%} | {r['load_s']} |")
+    if result["ingest"]:
+        lines += ["", "## `imgsim ingest` with `global` (Holidays, efficientnet-lite0, model loaded before)", "",
+                  "| backend | images | seconds | images/s | vs the bare network | of which the network, s |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['backend']} | {r['images']} | {r['seconds']} | {r['images_per_s']} | {r['ratio_to_bare']} | "
+                  f"{r['embed_s']} |" for r in result["ingest"]]
+    if result["cold_search"]:
+        lines += ["", "## A search with a new photo from a cold shell (`imgsim search NEW_PHOTO --method global`)", "",
+                  "| backend | seconds (median of 3) |", "|---|---|"]
+        lines += [f"| {r['backend']} | {r['seconds']} |" for r in result["cold_search"]]
+    if "verified" in result:
+        v = result["verified"]
+        lines += ["", "## `verified` on the DVD photos (auto backend)", "",
+                  f"{v['images']} images: ingest {v['ingest_s']} s (network {v['embed_s']} s, the rest decoding, "
+                  f"SIFT and writing), match-graph rows {v['graph_s']} s: **{v['images_per_s_with_graph']} images/s** "
+                  "end to end."]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
