@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,10 +83,13 @@ class OpenVINONet:
             if path is not None:
                 save_atomically(model, path)
         self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        self.request = self.compiled.create_infer_request()
+        self.requests = threading.local()  # an infer request runs one batch at a time: one per thread
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.request.infer(np.ascontiguousarray(batch, np.float32))[0].copy()
+        request = getattr(self.requests, "request", None)
+        if request is None:
+            request = self.requests.request = self.compiled.create_infer_request()
+        return request.infer(np.ascontiguousarray(batch, np.float32))[0].copy()
 
 
 NETS = {"tensorflow": TensorFlowNet, "openvino": OpenVINONet}

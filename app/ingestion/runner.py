@@ -75,16 +75,7 @@ class Ingestor:
             if progress:
                 progress(0, len(todo))
             try:
-                done = 0
-                for batch in reader.batches(todo):
-                    images = [d for d in batch if isinstance(d, Decoded)]
-                    if images:
-                        vectors = self.embed(self.models, images, report)
-                        self.writer.write(images, vectors, labels, todo, report)
-                    self.writer.fail(report, [d for d in batch if isinstance(d, Failure)], on_failure)
-                    done += len(batch)
-                    if progress:
-                        progress(done, len(todo))
+                self._embed_and_write(reader, todo, labels, report, on_failure, progress)
             except BaseException:
                 self.writer.build_indexes(stopped_early=True)
                 raise
@@ -99,6 +90,31 @@ class Ingestor:
                             if (r := update_graph(self.engine, self.collection, spec, self.method,
                                                   progress=graph_progress))]
         return report
+
+    def _embed_and_write(self, reader: Reader, todo, labels, report: IngestReport, on_failure, progress) -> None:
+        """Embed batch after batch while a thread of its own writes the one before (one batch in
+        flight, committed in order): the database's share of the time hides behind inference."""
+        with ThreadPoolExecutor(1) as writing:
+            pending, done = None, 0
+
+            def write(batch, images, vectors):
+                if images:
+                    self.writer.write(images, vectors, labels, todo, report)
+                self.writer.fail(report, [d for d in batch if isinstance(d, Failure)], on_failure)
+                return len(batch)
+
+            for batch in reader.batches(todo):
+                images = [d for d in batch if isinstance(d, Decoded)]
+                vectors = self.embed(self.models, images, report) if images else {}
+                if pending is not None:
+                    done += pending.result()
+                    if progress:
+                        progress(done, len(todo))
+                pending = writing.submit(write, batch, images, vectors)
+            if pending is not None:
+                done += pending.result()
+                if progress:
+                    progress(done, len(todo))
 
     def _forget_unseen(self, root: Path, since) -> tuple[list[str], int]:
         """One transaction: the collection's files below ``root`` that this run did not see are
