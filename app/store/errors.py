@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import psycopg
-from alembic.util import CommandError
 from sqlalchemy import exc as sa
 
 # Messages of a connection that could not be made or was lost (psycopg / libpq wording).
@@ -60,7 +59,7 @@ def describe(exc: BaseException, url: str | None = None) -> DatabaseFault | None
         return DatabaseFault(_scrub(str(exc), url), exc.unreachable)
     if isinstance(exc, (sa.ArgumentError, sa.NoSuchModuleError)):
         return DatabaseFault("DATABASE_URL cannot be used: " + _scrub(first_line(exc), url), False)
-    if isinstance(exc, CommandError):
+    if type(exc).__name__ == "CommandError" and type(exc).__module__.startswith("alembic"):  # not imported: slow
         return DatabaseFault(f"migration failed: {_scrub(first_line(exc), url)}", False)
     if not isinstance(exc, sa.DBAPIError):
         return None
