@@ -182,7 +182,9 @@ def write(result: dict, path: Path, argv: str) -> None:
     lines = ["# Speed (measured)", "",
              f"`scripts/bench_speed {argv}`".replace(" `", "`") + f" on {when}, commit {commit}; {result['machine']}; "
              f"fp32 peak {result['peak_gflops_fp32']} GFLOP/s (numpy matrix product). Ratios are measured in this "
-             "one run. Models marked * have random weights (no offline ImageNet weights): speed only.", "",
+             "one run. Models marked * have random weights (no offline ImageNet weights): speed only. The share of "
+             "the peak counts 2 FLOPs per published multiply-add; the convolution kernels can beat the matrix "
+             "product used as the peak, so read it as a comparison between rows.", "",
              "## The network alone (224x224, batches of 16)", "",
              "| model | backend | images/s | vs TensorFlow | share of fp32 peak | load s |", "|---|---|---|---|---|---|"]
     for r in result["bare"]:
