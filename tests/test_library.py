@@ -219,3 +219,15 @@ def test_a_vanished_file_and_a_path_too_long_to_store_are_recorded_failures(engi
     assert reasons["vanished.jpg"] == "cannot read: No such file or directory"
     assert reasons["far.jpg"].startswith("path too long to store (")
     assert report.new_images == 1 and {f["path"][-12:] for f in api.failures(engine)} >= {"vanished.jpg"}
+
+
+def test_db_check_finds_and_repairs_images_without_files(database, engine, small, tmp_path):
+    make_images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"], seed=13)
+    _ingest(engine, small, tmp_path)
+    with engine.begin() as conn:  # a hand-made change: the code never leaves this
+        conn.execute(text("DELETE FROM files WHERE path = :p"), {"p": str(tmp_path / "b.jpg")})
+    assert [(f["kind"], f["count"]) for f in api.check(engine=engine)] == [("orphans", 1)]
+    assert [f["repaired"] for f in api.check(repair=True, engine=engine)] == [True]
+    assert api.check(engine=engine) == []
+    assert count(database, "SELECT count(*) FROM images") == 2
+    assert count(database, f"SELECT count(*) FROM {SMALL.table}") == 2

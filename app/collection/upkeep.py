@@ -4,7 +4,7 @@ Findings, per model table: methods stored without their HNSW index (a first load
 its build), indexes left invalid; per collection: ``+w`` rows missing where the descriptor has a
 whitening fit, ``+dba`` rows missing where the collection was augmented, images without
 match-graph rows where a graph exists; and for the database: a schema behind the code's
-migrations, recorded failures.
+migrations, images no file holds, recorded failures.
 ``repair`` fixes each with the step that would have written it, under that step's locks.
 """
 from __future__ import annotations
@@ -21,12 +21,13 @@ from app.describe.methods import AUGMENTED, UnknownMethod, get_method, whitened_
 from app.describe.registry import MODELS, ModelSpec
 from app.store import embeddings, health, migrate
 from app.store.collections import Collection, collection_by_id, get_collection
+from app.store.files import prune_images
 from app.store.retry import with_retry
 
 
 @dataclass
 class Finding:
-    kind: str  # revision | index | invalid-index | rows | graph | failures
+    kind: str  # revision | orphans | index | invalid-index | rows | graph | failures
     model: str | None
     method: str | None
     count: int
@@ -51,6 +52,10 @@ def check(engine: Engine, url: str) -> list[Finding]:
         for spec in MODELS.values():
             findings += _table_findings(conn, spec)
         failures = health.count_failures(conn)
+        orphans = len(health.images_without_files(conn))
+    if orphans:
+        findings.append(Finding("orphans", None, None, orphans, f"{orphans} images have no file left; "
+                                                                "--repair deletes them with their rows"))
     if failures:
         findings.append(Finding("failures", None, None, failures, f"{failures} files could not be ingested "
                                                                   f"(see `imgsim failures`)", repairable=False))
@@ -93,11 +98,13 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
 def repair(engine: Engine, url: str, findings: list[Finding],
            progress: Callable[[int, int], None] | None = None) -> list[Finding]:
     """Fix what can be fixed, in dependency order (schema, indexes, rows, graph); marks each."""
-    order = ["revision", "invalid-index", "index", "rows", "graph"]
+    order = ["revision", "orphans", "invalid-index", "index", "rows", "graph"]
     for finding in sorted((f for f in findings if f.repairable), key=lambda f: order.index(f.kind)):
         spec = MODELS.get(finding.model) if finding.model else None
         if finding.kind == "revision":
             migrate.upgrade(url=url)
+        elif finding.kind == "orphans":
+            with_retry(lambda: _prune_orphans(engine))
         elif finding.kind == "invalid-index":
             with_retry(lambda: _drop_invalid(engine, spec, finding.index))
         elif finding.kind == "index":
@@ -109,6 +116,11 @@ def repair(engine: Engine, url: str, findings: list[Finding],
                          progress=progress)
         finding.repaired = True
     return findings
+
+
+def _prune_orphans(engine: Engine) -> None:
+    with engine.begin() as conn:
+        prune_images(conn, health.images_without_files(conn))
 
 
 def _drop_invalid(engine: Engine, spec: ModelSpec, name: str) -> None:

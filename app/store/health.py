@@ -59,6 +59,14 @@ def graph_owed(conn: Connection, spec: ModelSpec, kind: str, collection: int) ->
         f"AND g.image_id = f.image_id)"), {"kind": kind, "model": spec.name, "c": collection}).scalar()
 
 
+def images_without_files(conn: Connection) -> list[int]:
+    """Images no file holds (only a hand-made change leaves them: the code deletes an image with
+    its last file); searches would still return them."""
+    rows = conn.execute(text("SELECT i.id FROM images i WHERE NOT EXISTS "
+                             "(SELECT 1 FROM files f WHERE f.image_id = i.id) ORDER BY i.id"))
+    return [r[0] for r in rows]
+
+
 def count_failures(conn: Connection) -> int:
     return conn.execute(text("SELECT count(*) FROM failures")).scalar()
 
