@@ -149,6 +149,10 @@ def evaluate(engine: Engine, collection: Collection, folder: Path, labels_csv: P
         raise EvaluationError(f"{labels_csv}: no stored query has another image of its group among the stored "
                               f"database images, so there is nothing to measure")
     ranker = ranker or stored_ranker(spec, method, Scope(collection.id))
+    by_group: dict[str, set[LabelledFile]] = {}
+    for same in database.values():
+        for f in same:
+            by_group.setdefault(f.group, set()).add(f)
     rankings, relevant, lists, ranked = {}, {}, [], {}
     started = time.perf_counter()
     with engine.begin() as conn:
@@ -157,7 +161,7 @@ def evaluate(engine: Engine, collection: Collection, folder: Path, labels_csv: P
             if q.image_id not in ranked:  # copies of one content share their ranking
                 ranked[q.image_id] = ranker(conn, q.image_id, sorted(database), len(database) + 1)
             hits = as_files(ranked[q.image_id], database, q)
-            rel = {f.path for same in database.values() for f in same if f.name != name and f.group == q.group}
+            rel = {f.path for f in by_group.get(q.group, ()) if f.name != name}
             rankings[name], relevant[name] = hits, rel
             lists.append(([h.path in rel for h in hits], len(rel)))
     elapsed = time.perf_counter() - started

@@ -56,7 +56,6 @@ class Work:
 @dataclass
 class Decoded:
     work: Work
-    sha: str
     width: int
     height: int
     arrays: dict[str, list[np.ndarray]]  # model name -> prepared uint8 inputs (one per scale)
@@ -65,6 +64,10 @@ class Decoded:
     @property
     def path(self) -> Path:
         return self.work.candidate.path
+
+    @property
+    def sha(self) -> str:
+        return self.work.sha
 
 
 def relative_name(path: Path, root: Path) -> str:
@@ -109,7 +112,7 @@ def decode_work(work: Work, method: Method, max_pixels: int, max_bytes: int) -> 
         local = extract(image, method.local) if work.need_local else None
         width, height = photo_size(data)  # the stored size is the photo's, not the reduced decode's
         work.sha = sha256(data)  # the content read now (the file may have changed since it was hashed)
-        return Decoded(work, work.sha, width, height, arrays, local)
+        return Decoded(work, width, height, arrays, local)
     except ImageError as exc:
         return Failure(work.candidate.path, str(exc))
     except MemoryError:
@@ -152,7 +155,7 @@ class Reader:
                 known = known_files(conn, self.collection, [w.text for w in works if not w.error])
             for w in works:
                 k = known.get(w.text)
-                if k is not None and not w.error and (k.size, k.mtime_ns) == (w.size, w.mtime_ns):
+                if k is not None and (k.size, k.mtime_ns) == (w.size, w.mtime_ns):
                     w.sha, w.unchanged = k.sha, True
         return list(self.pool.map(lambda w: hash_work(w, self.settings.max_file_bytes), works))
 

@@ -94,27 +94,29 @@ class Ingestor:
     def _embed_and_write(self, reader: Reader, todo, labels, report: IngestReport, on_failure, progress) -> None:
         """Embed batch after batch while a thread of its own writes the one before (one batch in
         flight, committed in order): the database's share of the time hides behind inference."""
-        with ThreadPoolExecutor(1) as writing:
-            pending, done = None, 0
+        done = 0
 
-            def write(batch, images, vectors):
-                if images:
-                    self.writer.write(images, vectors, labels, todo, report)
-                self.writer.fail(report, [d for d in batch if isinstance(d, Failure)], on_failure)
-                return len(batch)
+        def write(batch, images, vectors):
+            if images:
+                self.writer.write(images, vectors, labels, todo, report)
+            self.writer.fail(report, [d for d in batch if isinstance(d, Failure)], on_failure)
+            return len(batch)
 
-            for batch in reader.batches(todo):
-                images = [d for d in batch if isinstance(d, Decoded)]
-                vectors = self.embed(self.models, images, report) if images else {}
-                if pending is not None:
-                    done += pending.result()
-                    if progress:
-                        progress(done, len(todo))
-                pending = writing.submit(write, batch, images, vectors)
+        def finished(pending) -> None:  # wait for the batch in flight, then report it
+            nonlocal done
             if pending is not None:
                 done += pending.result()
                 if progress:
                     progress(done, len(todo))
+
+        with ThreadPoolExecutor(1) as writing:
+            pending = None
+            for batch in reader.batches(todo):
+                images = [d for d in batch if isinstance(d, Decoded)]
+                vectors = self.embed(self.models, images, report) if images else {}
+                finished(pending)
+                pending = writing.submit(write, batch, images, vectors)
+            finished(pending)
 
     def _forget_unseen(self, root: Path, since) -> tuple[list[str], int]:
         """One transaction: the collection's files below ``root`` that this run did not see are

@@ -66,8 +66,11 @@ def with_files(conn: Connection, rows) -> list[Neighbour]:
     """(image id, distance) rows -> neighbours with their files."""
     rows = list(rows)
     info = file_info(conn, [r[0] for r in rows])
-    return [Neighbour(r[0], float(r[1]), tuple(info.get(r[0], ([], None))[0]), info.get(r[0], ([], None))[1])
-            for r in rows]
+    out = []
+    for image_id, distance in rows:
+        paths, label = info.get(image_id, ([], None))
+        out.append(Neighbour(image_id, float(distance), tuple(paths), label))
+    return out
 
 
 def nearest(conn: Connection, spec: ModelSpec, stored: str, vector: np.ndarray, k: int,
