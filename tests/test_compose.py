@@ -34,7 +34,7 @@ def test_app_service_points_database_url_at_the_db_service(monkeypatch):
     env = app["environment"]
     monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
     monkeypatch.setenv("IMGSIM_WEIGHTS_DIR", env["IMGSIM_WEIGHTS_DIR"])
-    settings = Settings()
+    settings = Settings.read()
     url = make_url(settings.database_url)
     assert url.host == "db" and url.port == 5432
     assert url.username == db["environment"]["POSTGRES_USER"]
