@@ -33,7 +33,6 @@ from app.ingestion.runner import Ingestor, Progress
 from app.retrieval import duplicates as dup
 from app.retrieval import search as search_module
 from app.retrieval.hits import Hit
-from app.retrieval.query import warm_network
 from app.store import migrate
 from app.store.db import get_engine
 from app.store.collections import DEFAULT_COLLECTION, Collection, collection_rows, ensure_collection, get_collection
@@ -71,10 +70,7 @@ def search(query, model: str | None = None, k: int = 10, method: str = DEFAULT_M
     """The ``k`` images of ``collection`` nearest to ``query`` (an image id or a file path), with
     the model, method and collection the search used. Only images with a file labelled ``label``,
     or below the folder ``under``, or within ``max_distance`` when those are given."""
-    spec = _model(model)
-    if embedder is None:
-        warm_network(query, spec)
-    return search_module.similar(query, spec.name, k, method, _ready(engine), embedder, max_distance,
+    return search_module.similar(query, _model(model).name, k, method, _ready(engine), embedder, max_distance,
                                  collection, label, _under(under))
 
 

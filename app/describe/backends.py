@@ -16,7 +16,6 @@ import os
 import sys
 import tempfile
 import threading
-from concurrent.futures import Future
 from functools import lru_cache
 from pathlib import Path
 
@@ -130,28 +129,18 @@ def load_network(spec: ModelSpec, pretrained: bool = True, backend: str | None =
     return NETS[choose(backend)](spec, pretrained)
 
 
-_SHARED: dict[tuple[str, str], Future] = {}
+_SHARED: dict[tuple[str, str], object] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_network(spec: ModelSpec, backend: str | None = None) -> Future:
-    """The process's one pretrained network of ``spec`` on the chosen backend, loading on a
-    (daemon) thread from the first call: a caller can start it early (a search, before its
-    database work) and take ``.result()`` when it needs it. A load that fails raises there."""
+def shared_network(spec: ModelSpec, backend: str | None = None):
+    """The process's one pretrained network of ``spec`` on the chosen backend (every method's
+    queries share it; loaded once even when threads ask together)."""
     key = (spec.name, choose(backend))
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = Future()
-            threading.Thread(target=_load_into, args=(_SHARED[key], spec, key[1]), daemon=True,
-                             name=f"imgsim-load-{spec.name}").start()
+            _SHARED[key] = load_network(spec, True, key[1])
         return _SHARED[key]
-
-
-def _load_into(future: Future, spec: ModelSpec, backend: str) -> None:
-    try:
-        future.set_result(load_network(spec, True, backend))
-    except BaseException as exc:  # handed to the caller of .result()
-        future.set_exception(exc)
 
 
 def weights_file(spec: ModelSpec) -> Path | None:

@@ -61,14 +61,7 @@ def cached_embedder(model: str, method: str) -> Embedder:
     """One embedder per (model, method) for the life of the process, on the process's one network
     of the model."""
     spec = get_model(model)
-    return Embedder(spec, get_method(method), network=shared_network(spec).result())
-
-
-def warm_network(query, spec: ModelSpec) -> None:
-    """Start loading the model's network when ``query`` is a file (it may need describing), so that
-    the load overlaps the search's database work."""
-    if not isinstance(query, (int, np.integer)) and Path(str(query)).is_file():
-        shared_network(spec)
+    return Embedder(spec, get_method(method), network=shared_network(spec))
 
 
 def whiten_query(conn: Connection, collection: int, spec: ModelSpec, method: Method,
