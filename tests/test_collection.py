@@ -9,9 +9,12 @@ from app.collection.graph import GraphError, build_graph
 from app.collection.whitening import WhiteningError, whiten_collection
 from app.describe.methods import get_method
 from app.evaluation.evaluate import EvaluationError, evaluate
+from app.retrieval.query import stored_query
+from app.retrieval.rerank import direct_scores
 from app.retrieval.search import similar
 from app.store.ddl import index_name
 from app.store.embeddings import stored_vectors
+from app.store.graph import load_graph
 from app.store.knn import knn_sql
 from app.store.scope import Scope
 from tests.helpers import LITE0, ingest_lite0, ingestor, make_images, store_random_vectors
@@ -108,6 +111,14 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
             "SELECT i.label, n.label, e.score FROM match_graph g JOIN files i ON i.image_id = g.image_id "
             "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS e(id, score) JOIN files n ON n.image_id = e.id")).all()
     assert len(rows) == first["edges"]
+    with engine.connect() as conn:  # rows the job computed sharing products = rows of queries run alone
+        ids = [r[0] for r in conn.execute(text("SELECT image_id FROM match_graph"))]
+        stored = load_graph(conn, LITE0.name, "sift", ids)
+        for image_id in ids:
+            alone = direct_scores(conn, LITE0, method, stored_query(conn, image_id, LITE0, method),
+                                  Scope(DEFAULT(engine).id))
+            assert alone.keys() == stored[image_id].keys()
+            assert all(abs(alone[n] - stored[image_id][n]) < 1e-4 for n in alone)
     same = [score for a, b, score in rows if a == b]
     other = [score for a, b, score in rows if a != b]  # the shared layout verifies too, but scores less
     assert len(same) == 18 * 8 and sum(same) / len(same) > 2 * sum(other) / max(1, len(other))

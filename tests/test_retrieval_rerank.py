@@ -40,3 +40,20 @@ def test_a_candidate_is_verified_from_ten_inliers():
     points = np.stack([np.arange(40) * 100.0, np.zeros(40)], axis=1).astype(np.float32)  # far apart: weight 1
     inliers = {1: np.arange(10), 2: np.arange(10, 19), 3: np.array([], int)}
     assert verified_scores(points, inliers) == pytest.approx({1: 10.0})
+
+
+def test_one_product_gives_the_ratio_test_both_ways():
+    """The match graph verifies (a, b) and later (b, a) from one descriptor product."""
+    from PIL import Image
+    from skimage import data
+
+    from app.describe.local import KINDS, Prepared, extract, matches_both_ways, tentative_matches
+
+    photo = Image.fromarray(data.astronaut())
+    turned = photo.rotate(8, resample=Image.BILINEAR).resize((400, 380))
+    a, b = (Prepared(extract(p, KINDS["sift"]), KINDS["sift"]) for p in (photo, turned))
+    forward, backward = matches_both_ways(a, b)
+    for got, expected in ((forward, tentative_matches(a, b)), (backward, tentative_matches(b, a))):
+        assert len(expected[0]) > 50
+        assert {tuple(p) for p in zip(*got)} == {tuple(p) for p in zip(*expected)}
+    assert {tuple(p) for p in zip(*forward)} != {tuple(p) for p in zip(backward[1], backward[0])}  # not symmetric

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.retrieval.query import effective_method, stored_query
-from app.retrieval.rerank import direct_scores
+from app.retrieval.rerank import SharedWork, direct_scores
 from app.retrieval.shortlist import warn_if_unindexed
 from app.store.collections import Collection
 from app.store.graph import graph_ids, verifiable_ids, write_graph
@@ -52,9 +52,10 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
             if ids:
                 warn_if_unindexed(conn, spec, method)
         ids = [i for i in ids if i not in done]
-        edges = 0
+        edges, shared = 0, SharedWork(ids)
         for start in range(0, len(ids), BATCH):
-            rows = with_retry(lambda: _graph_rows(engine, collection.id, spec, method, ids[start:start + BATCH]))
+            rows = with_retry(lambda: _graph_rows(engine, collection.id, spec, method, ids[start:start + BATCH],
+                                                  shared))
             edges += sum(len(row) for _, row in rows)
             if progress:
                 progress(start + len(rows), len(ids))
@@ -62,15 +63,16 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
             "images": len(ids), "edges": edges}
 
 
-def _graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
-                ids: Sequence[int]) -> list[tuple[int, dict[int, float]]]:
+def _graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method, ids: Sequence[int],
+                shared: SharedWork) -> list[tuple[int, dict[int, float]]]:
     """One batch of rows, computed and written in one transaction."""
     rows = []
     with engine.begin() as conn:
         for image_id in ids:
             query = stored_query(conn, image_id, spec, method)
-            rows.append((image_id, direct_scores(conn, spec, method, query, Scope(collection))
+            rows.append((image_id, direct_scores(conn, spec, method, query, Scope(collection), shared)
                          if query is not None else {}))
+            shared.done(image_id)
         write_graph(conn, spec.name, method.local.name, rows)
     return rows
 

@@ -102,25 +102,50 @@ _HAMMING = cv2.BFMatcher(cv2.NORM_HAMMING)
 def tentative_matches(q: Prepared, d: Prepared) -> tuple[np.ndarray, np.ndarray]:
     """Ratio-tested, one-to-one matches as (query indices, database indices)."""
     if len(q) < 2 or len(d) < 2:
-        return np.zeros(0, int), np.zeros(0, int)
+        return _NO_MATCHES
     if q.kind.binary:
-        pairs = _HAMMING.knnMatch(q.desc, d.desc, k=2)
-        rows = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in pairs
-                if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
-        if not rows:
-            return np.zeros(0, int), np.zeros(0, int)
-        qi, ti, dist = (np.array(c) for c in zip(*rows))
-    else:
-        sim = q.desc @ d.desc.T  # unit vectors: squared L2 = 2 - 2 sim
-        best = sim.argmax(axis=1)
-        rows = np.arange(len(q))
-        s1 = sim[rows, best].copy()
-        sim[rows, best] = -2.0
-        s2 = sim.max(axis=1)
-        d1 = np.sqrt(np.maximum(2 - 2 * s1, 0))
-        d2 = np.sqrt(np.maximum(2 - 2 * s2, 0))
-        keep = d1 < RATIO * d2
-        qi, ti, dist = rows[keep], best[keep], d1[keep]
+        return _hamming_matches(q, d)
+    return ratio_matches(q.desc @ d.desc.T)  # unit vectors: squared L2 = 2 - 2 sim
+
+
+def matches_both_ways(q: Prepared, d: Prepared) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``tentative_matches(q, d)`` and ``tentative_matches(d, q)`` from one product of the
+    descriptors (SIFT): the second is the ratio test down the product's columns."""
+    if len(q) < 2 or len(d) < 2 or q.kind.binary:
+        return tentative_matches(q, d), tentative_matches(d, q)
+    sim = q.desc @ d.desc.T
+    backward = ratio_matches(np.ascontiguousarray(sim.T))  # a copy: the test overwrites its input
+    return ratio_matches(sim), backward
+
+
+_NO_MATCHES = (np.zeros(0, int), np.zeros(0, int))
+
+
+def ratio_matches(sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matches of the rows (queries) to the columns of a RootSIFT similarity matrix: Lowe's ratio
+    test on the two nearest columns, then one-to-one. ``sim`` is overwritten."""
+    best = sim.argmax(axis=1)
+    rows = np.arange(len(sim))
+    s1 = sim[rows, best].copy()
+    sim[rows, best] = -2.0
+    s2 = sim.max(axis=1)
+    d1 = np.sqrt(np.maximum(2 - 2 * s1, 0))
+    d2 = np.sqrt(np.maximum(2 - 2 * s2, 0))
+    keep = d1 < RATIO * d2
+    return one_to_one(rows[keep], best[keep], d1[keep])
+
+
+def _hamming_matches(q: Prepared, d: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    pairs = _HAMMING.knnMatch(q.desc, d.desc, k=2)
+    rows = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in pairs
+            if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if not rows:
+        return _NO_MATCHES
+    return one_to_one(*(np.array(c) for c in zip(*rows)))
+
+
+def one_to_one(qi: np.ndarray, ti: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each database keypoint keeps only its closest query match."""
     order = np.lexsort((dist, ti))
     ti_sorted = ti[order]
     first = np.r_[True, ti_sorted[1:] != ti_sorted[:-1]] if len(order) else np.zeros(0, bool)
@@ -132,9 +157,10 @@ def _degenerate(h: np.ndarray) -> bool:
     return not (1e-2 < det < 1e2) or abs(h[2, 0]) > 2e-3 or abs(h[2, 1]) > 2e-3
 
 
-def verify(q: Prepared, d: Prepared) -> np.ndarray:
-    """Indices of the query keypoints that are homography inliers against ``d`` (empty when none)."""
-    qi, ti = tentative_matches(q, d)
+def verify(q: Prepared, d: Prepared, matches: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Indices of the query keypoints that are homography inliers against ``d`` (empty when none);
+    ``matches``: the pair's tentative matches when they are known already."""
+    qi, ti = tentative_matches(q, d) if matches is None else matches
     if len(qi) < 8:
         return np.zeros(0, int)
     h, mask = cv2.findHomography(q.points[qi], d.points[ti], cv2.USAC_MAGSAC, REPROJECTION_PX,

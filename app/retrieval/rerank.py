@@ -12,13 +12,14 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.local import BURST_RADIUS, MIN_INLIERS, Prepared, verify
+from app.describe.local import BURST_RADIUS, MIN_INLIERS, LocalFeatures, Prepared, matches_both_ways, verify
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.retrieval.hits import Hit
@@ -57,26 +58,86 @@ def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray]) -> dict[
     return background_weights(points, {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS})
 
 
-class Verifier:
-    """Spatial verification of candidates against one query, remembering every result."""
+class SharedWork:
+    """What the verifications of one job (the match graph's rows) share: the local features of
+    the last ``FEATURES_KEPT`` candidates loaded, and tentative matches for queries still to
+    come. Verifying (a, b) takes one product of their descriptors, which gives the ratio test
+    both ways; when b's row is still to be computed its matches against a are kept (at most
+    ``MATCHES_KEPT``), so (b, a) later needs only its homography."""
 
-    def __init__(self, conn: Connection, method: Method, query: Query):
-        self.conn, self.method, self.query = conn, method, query
+    FEATURES_KEPT = 512  # about 136 KiB each
+    MATCHES_KEPT = 200_000
+
+    def __init__(self, pending: Iterable[int]):
+        self.pending = set(pending)
+        self.features: OrderedDict[int, LocalFeatures] = OrderedDict()
+        self.later: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}  # query -> candidate -> matches
+        self.kept = 0
+
+    def load(self, conn: Connection, kind: str, ids: list[int]) -> dict[int, LocalFeatures]:
+        self.features.update(load_local(conn, kind, [i for i in ids if i not in self.features]))
+        found = {i: self.features[i] for i in ids if i in self.features}
+        for i in found:
+            self.features.move_to_end(i)
+        while len(self.features) > max(self.FEATURES_KEPT, len(found)):
+            self.features.popitem(last=False)
+        return found
+
+    def take(self, query: int, candidate: int) -> tuple[np.ndarray, np.ndarray] | None:
+        found = self.later.get(query, {}).pop(candidate, None)
+        self.kept -= found is not None
+        return found
+
+    def wants(self, query: int) -> bool:
+        return query in self.pending and self.kept < self.MATCHES_KEPT
+
+    def keep(self, query: int, candidate: int, matches: tuple[np.ndarray, np.ndarray]) -> None:
+        self.later.setdefault(query, {})[candidate] = matches
+        self.kept += 1
+
+    def done(self, query: int) -> None:
+        self.pending.discard(query)
+        self.kept -= len(self.later.pop(query, {}))
+
+
+class Verifier:
+    """Spatial verification of candidates against one query, remembering every result;
+    ``shared``: the work of the job this query belongs to."""
+
+    def __init__(self, conn: Connection, method: Method, query: Query, shared: SharedWork | None = None):
+        self.conn, self.method, self.query, self.shared = conn, method, query, shared
         self.q = Prepared(query.local, method.local)
         self.inliers: dict[int, np.ndarray] = {}
 
     def check(self, ids: list[int]) -> None:
         todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
-        for image_id, features in load_local(self.conn, self.method.local.name, todo).items():
-            self.inliers[image_id] = verify(self.q, Prepared(features, self.method.local))
+        kind = self.method.local.name
+        found = self.shared.load(self.conn, kind, todo) if self.shared else load_local(self.conn, kind, todo)
+        for image_id, features in found.items():
+            d = Prepared(features, self.method.local)
+            self.inliers[image_id] = verify(self.q, d, self._matches(image_id, d))
+
+    def _matches(self, image_id: int, d: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
+        """The pair's tentative matches when the job has them (keeping the reverse ones for a
+        later query), else None (``verify`` computes them)."""
+        me = self.query.image_id
+        if self.shared is None or me is None:
+            return None
+        known = self.shared.take(me, image_id)
+        if known is not None or not self.shared.wants(image_id):
+            return known
+        forward, backward = matches_both_ways(self.q, d)
+        self.shared.keep(image_id, me, backward)
+        return forward
 
     def scores(self) -> dict[int, float]:
         return verified_scores(self.q.points, self.inliers)
 
 
-def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope) -> dict[int, float]:
+def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope,
+                  shared: SharedWork | None = None) -> dict[int, float]:
     """Verified neighbours of a query in its shortlist, with their scores (a match graph row)."""
-    verifier = Verifier(conn, method, query)
+    verifier = Verifier(conn, method, query, shared)
     verifier.check([h.image_id for h in first_stage(conn, spec, method, query.vectors, SHORTLIST, scope)])
     return verifier.scores()
 
