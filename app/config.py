@@ -33,6 +33,17 @@ def _default_weights_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 
 
+def _quarter_of_memory_mb() -> int:
+    try:
+        return max(64, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4 // 2**20)
+    except (ValueError, OSError, AttributeError):
+        return 2048
+
+
+def _workers_beside_leader() -> int:
+    return max(0, min((os.cpu_count() or 1) - 1, 7))
+
+
 def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:
     def parse(value: str):
         try:
@@ -66,6 +77,8 @@ KNOBS: dict[str, Knob] = {
     "retry_seconds": Knob(("IMGSIM_RETRY_SECONDS",), _number(float, 0, 3600), 31.5),
     "decode_workers": Knob(("IMGSIM_DECODE_WORKERS",), _number(int, 1, 64), 2),
     "backend": Knob(("IMGSIM_BACKEND",), str, "auto"),
+    "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _quarter_of_memory_mb),
+    "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
 }
 
 
@@ -83,6 +96,8 @@ class Settings:
     retry_seconds: float
     decode_workers: int
     backend: str
+    index_memory_mb: int  # the most an HNSW build may use (maintenance_work_mem)
+    index_workers: int  # parallel maintenance workers beside the building session
 
     @property
     def pgdata(self) -> Path:

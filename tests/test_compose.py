@@ -41,6 +41,8 @@ def test_app_service_points_database_url_at_the_db_service(monkeypatch):
     assert url.password == db["environment"]["POSTGRES_PASSWORD"]
     assert url.database == db["environment"]["POSTGRES_DB"]
     assert str(settings.weights_dir) == "/weights"
+    monkeypatch.setenv("IMGSIM_INDEX_MEMORY_MB", env["IMGSIM_INDEX_MEMORY_MB"])
+    assert db["shm_size"] == "2gb" and Settings.read().index_memory_mb <= 2048  # a parallel build's graph fits
     mounts = {m.rsplit(":", 2)[-2] if m.endswith(":ro") else m.rsplit(":", 1)[-1] for m in app["volumes"]}
     assert {"/data/photos", "/weights"} <= mounts
 

@@ -327,21 +327,29 @@ def test_stored_size_is_the_photos_not_the_reduced_decodes(engine, lite0_embedde
     assert sizes == {"turned.jpg": (1800, 2400), "plain.jpg": (2400, 1800)}
 
 
-def test_a_first_load_drops_its_index_only_while_it_writes(engine, lite0_embedders, tmp_path, caplog, monkeypatch):
+def test_a_bulk_load_drops_its_index_only_while_it_writes(engine, lite0_embedders, tmp_path, caplog, monkeypatch):
     import logging
 
     from app.describe.methods import get_method
     from tests.helpers import ingestor
     from app.retrieval.search import similar
 
-    folder = tmp_path / "load"
-    make_images(folder, [f"f{i:02d}.png" for i in range(20)], seed=12)
     url = engine.url.render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql")
-    seen = []
-    ingestor(engine, [LITE0], get_method("global"), embedders=lite0_embedders).run(
-        folder, progress=lambda done, total: seen.append((done, _index_present(url))))
-    # there before anything is written, gone while batches are written, built after the load
-    assert seen[0] == (0, True) and (16, False) in seen and _index_present(url)
+
+    def load(name: str, n: int, seed: int) -> list[tuple[int, bool]]:
+        folder = tmp_path / name
+        make_images(folder, [f"f{i:02d}.png" for i in range(n)], seed=seed)
+        seen = []
+        ingestor(engine, [LITE0], get_method("global"), embedders=lite0_embedders).run(
+            folder, progress=lambda done, total: seen.append((done, _index_present(url))))
+        assert _index_present(url)  # built (again) after the load
+        return seen
+
+    # a first load, then one that doubles the table: there before anything is written, gone
+    # while batches are written, built after the load
+    for seen in (load("first", 20, 12), load("doubling", 20, 13)):
+        assert seen[0] == (0, True) and (16, False) in seen
+    assert all(present for _, present in load("small", 16, 14))  # 16 new < 40 stored: inserted into the index
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP INDEX ix_emb_efficientnet_lite0_global_hnsw")
     monkeypatch.setattr(logging.getLogger("imgsim"), "propagate", True)  # the CLI may have turned it off

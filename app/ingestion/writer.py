@@ -5,10 +5,13 @@ Files whose content is stored already only get their file rows (``link``).
 
 Locks come in one order: the batch first takes its embedding tables (``ROW EXCLUSIVE``, in table
 order), so it waits for a collection job that rewrites a table and then reads the fit that job
-committed; its ``+w`` rows always follow the current whitening. A first load of a (model,
-method) drops that HNSW index just before its first batch is written and builds it after the
-load; when the load stops early the index is rebuilt if the database can still be reached, and
-otherwise by the next command that finds it missing (see ``app.store.health``).
+committed; its ``+w`` rows always follow the current whitening. A bulk load of a (model,
+method), one that brings at least as many new images as the table holds of that method (a
+first load, or a big batch added to a big table), drops that HNSW index (and its whitened
+one) just before its first batch is written and builds it after the load, in memory sized to
+the table (``app.store.embeddings.size_index_build``): one build is far cheaper than as many
+graph insertions. When the load stops early the index is rebuilt if the database can still be
+reached, and otherwise by the next command that finds it missing (see ``app.store.health``).
 """
 from __future__ import annotations
 
@@ -45,15 +48,15 @@ class Writer:
     def __init__(self, engine: Engine, collection: Collection, models: list[ModelSpec], method: Method):
         self.engine, self.collection, self.models, self.method = engine, collection, models, method
         self.fits: dict[str, Whitening] = {}  # model name -> the fit last read
-        self.indexes_prepared = False  # first-load indexes are dropped before the first write
+        self.indexes_prepared = False  # a bulk load's indexes are dropped before its first write
 
     def write(self, images: list[Decoded], vectors: dict[str, tuple[list[Decoded], list[np.ndarray]]],
               labels: dict[str, LabelRow] | None, todo: list[Work], report: IngestReport) -> None:
-        """One atomic batch, retried whole (``todo``: the whole load, to decide on first loads)."""
+        """One atomic batch, retried whole (``todo``: the whole load, to decide on bulk loads)."""
         if not images:
             return
         if not self.indexes_prepared:
-            self._drop_indexes_for_first_load(todo)
+            self._drop_indexes_for_bulk_load(todo)
             self.indexes_prepared = True
         rows = [{"sha256": d.sha, "width": d.width, "height": d.height} for d in images]
         files = [d.work.file_row(labels) for d in images]
@@ -135,14 +138,17 @@ class Writer:
             for f in failures:
                 on_failure(f)
 
-    def _drop_indexes_for_first_load(self, todo: list[Work]) -> None:
-        """Drop the HNSW index of each model about to get its first rows of this method (built
-        again by ``build_indexes``)."""
+    def _drop_indexes_for_bulk_load(self, todo: list[Work]) -> None:
+        """Drop the HNSW indexes (this method's and its whitened rows') of each model about to
+        get at least as many new images of this method as it holds (built again by
+        ``build_indexes``)."""
         for spec in self.models:
-            if any(spec in w.models for w in todo):
+            new = sum(spec in w.models for w in todo)
+            if new:
                 with self.engine.begin() as conn:
-                    if embeddings.count_embeddings(conn, spec, self.method.raw) == 0:
-                        embeddings.drop_index(conn, spec, self.method.raw)
+                    if new >= embeddings.count_images(conn, spec, self.method.raw):
+                        for method in (self.method.raw, whitened_name(self.method.raw)):
+                            embeddings.drop_index(conn, spec, method)
 
     def build_indexes(self, stopped_early: bool = False) -> None:
         """Make sure every model's index of this method (and of its whitened rows) exists. After

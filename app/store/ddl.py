@@ -11,6 +11,7 @@ import re
 from app.describe.methods import UnknownMethod, get_method
 
 HNSW_MAX_DIM = 2000
+HNSW_M = 16  # pgvector's default neighbours per element (2 x M on the bottom layer)
 _METHOD_CHARS = re.compile(r"[a-z0-9@+\-]+")
 
 
@@ -55,3 +56,13 @@ def create_index_sql(table: str, dim: int, method: str) -> str:
 
 def drop_index_sql(table: str, method: str) -> str:
     return f"DROP INDEX IF EXISTS {index_name(table, method)}"
+
+
+def hnsw_build_bytes(rows: int, dim: int) -> int:
+    """Memory an in-memory HNSW build of ``rows`` vectors takes: per element its value (4 bytes a
+    dimension, 2 for the halfvec expression), about 2.2 x 2M neighbour slots of 16 bytes, and
+    bookkeeping; 25% headroom. (pgvector builds the graph in ``maintenance_work_mem`` and, once it
+    outgrows it, goes on inserting element by element on disk, many times slower: 64 MB held
+    about 12,000 1280-d vectors.)"""
+    value = (4 if dim <= HNSW_MAX_DIM else 2) * dim + 8
+    return int(rows * (value + 2.2 * 2 * HNSW_M * 16 + 128) * 1.25)

@@ -5,16 +5,20 @@ Each table is named by the model registry (``ModelSpec.table``); its rows are ke
 """
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, text
 
+from app.config import get_settings
 from app.describe.registry import ModelSpec
-from app.store.ddl import create_index_sql, drop_index_sql, index_name
+from app.store.ddl import create_index_sql, drop_index_sql, hnsw_build_bytes, index_name
 from app.store.locks import index_lock
 
 _STAGING = "imgsim_staging"
+log = logging.getLogger("imgsim")
 
 
 def as_array(value) -> np.ndarray:
@@ -96,6 +100,12 @@ def count_embeddings(conn: Connection, spec: ModelSpec, method: str, collection:
                         {"m": method, "collection": collection}).scalar()
 
 
+def count_images(conn: Connection, spec: ModelSpec, method: str) -> int:
+    """Images with a whole-image ``method`` row in the model's table (every collection)."""
+    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m AND region = 0"),
+                        {"m": method}).scalar()
+
+
 def ids_without(conn: Connection, spec: ModelSpec, source: str, target: str, collection: int | None = None) -> list[int]:
     """Images with a whole-image ``source`` row but no ``target`` row (rows an upkeep step still owes)."""
     rows = conn.execute(text(
@@ -121,5 +131,24 @@ def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> bool:
     if has_index(conn, spec, method):
         return False
     index_lock(conn, spec.table, method)
+    rows = count_embeddings(conn, spec, method)
+    sized = size_index_build(conn, rows, spec.dim)
+    started = time.perf_counter()
     conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method))
+    log.info("built the HNSW index of %s/%s over %d rows in %.1f s (maintenance_work_mem %s kB, "
+             "%s parallel workers)", spec.name, method, rows, time.perf_counter() - started,
+             sized["maintenance_work_mem"], sized["max_parallel_maintenance_workers"])
     return True
+
+
+def size_index_build(conn: Connection, rows: int, dim: int) -> dict[str, str]:
+    """Give this transaction's index build the memory its graph needs (at least the server's
+    64 MB default, at most IMGSIM_INDEX_MEMORY_MB) and IMGSIM_INDEX_WORKERS parallel workers.
+    Returns the settings as the server took them (memory in kB)."""
+    settings = get_settings()
+    kib = max(64 * 1024, min(hnsw_build_bytes(rows, dim) // 1024, settings.index_memory_mb * 1024))
+    conn.execute(text("SELECT set_config('maintenance_work_mem', :m, true), "
+                      "set_config('max_parallel_maintenance_workers', :w, true)"),
+                 {"m": f"{kib}kB", "w": str(settings.index_workers)})
+    return dict(conn.execute(text("SELECT name, setting FROM pg_settings WHERE name IN "
+                                  "('maintenance_work_mem', 'max_parallel_maintenance_workers')")).all())
