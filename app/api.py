@@ -33,7 +33,7 @@ from app.ingestion.runner import Ingestor, Progress
 from app.retrieval import duplicates as dup
 from app.retrieval import search as search_module
 from app.retrieval.hits import Hit
-from app.store import migrate
+from app.store import embeddings, migrate
 from app.store.db import get_engine
 from app.store.collections import DEFAULT_COLLECTION, Collection, collection_rows, ensure_collection, get_collection
 from app.store.collections import drop_collection as drop_store_collection
@@ -199,6 +199,16 @@ def augment(model: str | None = None, method: str = "gem+w+dba", engine: Engine 
     """Database-side augmentation: (re)write the collection's ``+dba`` rows of ``method``."""
     engine = _ready(engine)
     return augment_collection(engine, _collection(engine, collection), _model(model), get_method(method))
+
+
+def set_index_kind(kind: str, model: str | None = None, method: str = "gem", engine: Engine | None = None) -> dict:
+    """Keep the HNSW index of (model, method) in ``kind`` (``vector``, ``halfvec``, ``binary``),
+    rebuilding it now when it exists (every collection shares it)."""
+    spec, stored = _model(model), get_method(method).stored
+    engine = _ready(engine)
+    with engine.begin() as conn:
+        rebuilt = embeddings.set_index_kind(conn, spec, stored, kind)
+    return {"model": spec.name, "method": stored, "kind": kind, "rebuilt": rebuilt}
 
 
 def build_graph(model: str | None = None, method: str = DEFAULT_METHOD, rebuild: bool = False,

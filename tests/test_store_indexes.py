@@ -1,12 +1,16 @@
 """HNSW index builds get memory sized to their graph and parallel workers (real PostgreSQL)."""
 import logging
 
+import numpy as np
 import pytest
 from sqlalchemy import text
 
 from app.config import get_settings
-from app.store.ddl import hnsw_build_bytes
-from app.store.embeddings import drop_index, ensure_index, size_index_build
+from app.store.ddl import hnsw_build_bytes, index_name
+from app.store.embeddings import (IndexKindError, drop_index, ensure_index, index_kind, set_index_kind,
+                                  size_index_build)
+from app.store.knn import knn_sql, nearest, search_settings
+from app.store.scope import Scope
 from tests.helpers import LITE0, store_random_vectors
 
 
@@ -49,9 +53,52 @@ def test_an_index_is_built_with_the_sized_settings(engine, settings, caplog, mon
         drop_index(conn, LITE0, "gem")
     with caplog.at_level("INFO", logger="imgsim"), engine.begin() as conn:
         assert ensure_index(conn, LITE0, "gem") and not ensure_index(conn, LITE0, "gem")
-    [line] = [r.getMessage() for r in caplog.records if "built the HNSW index" in r.getMessage()]
-    assert line.startswith("built the HNSW index of efficientnet-lite0/gem over 300 rows in ")
+    [line] = [r.getMessage() for r in caplog.records if "HNSW index of" in r.getMessage()]
+    assert line.startswith("built the vector HNSW index of efficientnet-lite0/gem over 300 rows in ")
     assert line.endswith(f"(maintenance_work_mem {64 * 1024} kB, 1 parallel workers)")
     with engine.connect() as conn:
         found = conn.execute(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_emb_efficientnet_lite0_gem_hnsw'"))
         assert found.scalar() == 1
+
+
+def _index_def(conn, method_name: str) -> str:
+    name = index_name(LITE0.table, method_name)
+    return conn.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name}).scalar() or ""
+
+
+@pytest.mark.parametrize("kind, stored, opclass", [("halfvec", "gem", "halfvec_cosine_ops"),
+                                                   ("binary", "gem+w", "bit_hamming_ops")])
+def test_each_index_kind_is_used_by_searches_and_kept_by_rebuilds(engine, kind, stored, opclass):
+    ids, vectors = store_random_vectors(LITE0, stored, 400)  # centred (zero-mean) vectors
+    with engine.begin() as conn:
+        ensure_index(conn, LITE0, stored)
+        assert set_index_kind(conn, LITE0, stored, kind)
+        assert index_kind(conn, LITE0, stored) == kind and opclass in _index_def(conn, stored)
+    rng = np.random.default_rng(1)
+    queries = vectors[:40] + 0.02 * rng.normal(size=(40, LITE0.dim)).astype(np.float32)
+    with engine.connect() as conn:
+        sql, params = knn_sql(LITE0, stored, Scope(1), kind)
+        with search_settings(conn, 10):
+            plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql), {"q": queries[0], "k": 10, **params}))
+        assert index_name(LITE0.table, stored) in plan  # the order comes from the index of that kind
+        for i, q in enumerate(queries):
+            hits = nearest(conn, LITE0, stored, q, 10, Scope(1))
+            assert hits[0].image_id == ids[i]
+            exact = 1 - vectors[[ids.index(h.image_id) for h in hits]] @ q / np.linalg.norm(q)
+            assert np.allclose([h.distance for h in hits], exact, atol=2e-3 if kind == "halfvec" else 1e-5)
+            assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+    with engine.begin() as conn:  # a bulk load drops and rebuilds: the kind stays
+        drop_index(conn, LITE0, stored)
+        ensure_index(conn, LITE0, stored)
+        assert opclass in _index_def(conn, stored)
+        assert set_index_kind(conn, LITE0, stored, "vector") and "vector_cosine_ops" in _index_def(conn, stored)
+        assert index_kind(conn, LITE0, stored) == "vector"
+
+
+def test_a_binary_index_needs_whitened_vectors_and_kinds_are_named(engine):
+    with engine.begin() as conn:
+        with pytest.raises(IndexKindError, match="a binary index needs centred vectors: gem is not whitened"):
+            set_index_kind(conn, LITE0, "gem", "binary")
+        with pytest.raises(IndexKindError, match="unknown index kind 'int8'"):
+            set_index_kind(conn, LITE0, "gem", "int8")
+        assert not set_index_kind(conn, LITE0, "gem", "vector")  # already

@@ -22,6 +22,7 @@ from app.files.paths import one_line
 from app.store import migrate
 from app.store.collections import CollectionError
 from app.store.db import libpq_url, stop_embedded
+from app.store.embeddings import IndexKindError
 
 db_app = typer.Typer(help="The database: migrations, URL, embedded server.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry and its weights.", invoke_without_command=True)
@@ -178,6 +179,23 @@ def index_graph(
         fail_with(exc)
     if not quiet or rebuild:
         print_graph(result)
+
+
+@index_app.command("kind")
+def index_kind(
+    kind: Annotated[str, typer.Argument(help="vector (full precision), halfvec (half the bytes) or binary "
+                                             "(bits re-ranked by the full vectors; whitened methods only).")],
+    model: OneModelOpt = None,
+    method_name: Annotated[str, typer.Option("--method", help="The stored method whose index it is.")] = "gem",
+):
+    """Keep a (model, method) HNSW index in another kind, rebuilding it now (all collections share it)."""
+    spec, meth = one_spec(model), method(method_name)
+    try:
+        result = api.set_index_kind(kind, spec.name, meth.name)
+    except IndexKindError as exc:
+        fail_with(exc)
+    state = "rebuilt" if result["rebuilt"] else "kept for its next build"
+    out.print(f"{result['model']}/{result['method']}: {result['kind']} index {state}", highlight=False)
 
 
 # ---- methods, failures ------------------------------------------------------------------------

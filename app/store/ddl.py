@@ -1,8 +1,16 @@
 """DDL of the embedding tables' HNSW indexes, and the vector expressions queries must repeat.
 
-pgvector's HNSW index takes ``vector`` columns of up to 2000 dimensions; wider columns are
-indexed through a ``halfvec`` expression, and queries use the same cast. The migrations keep
-their own copies of the DDL they ran (history does not change when this module does).
+An index has a kind:
+- ``vector``: the vectors as stored (4 bytes a dimension). pgvector's HNSW index takes
+  ``vector`` columns of up to 2000 dimensions; wider columns are indexed through a ``halfvec``
+  expression, and queries use the same cast;
+- ``halfvec``: the vectors cast to half precision (2 bytes a dimension) for every model;
+- ``binary``: ``binary_quantize`` bits (1 bit a dimension) ordered by Hamming distance; the
+  ``RERANK`` x k nearest by bits are re-ranked by the full vectors. The sign of each dimension
+  only means something for centred vectors (whitened ones): raw ReLU features set every bit.
+
+The migrations keep their own copies of the DDL they ran (history does not change when this
+module does).
 """
 from __future__ import annotations
 
@@ -12,19 +20,9 @@ from app.describe.methods import UnknownMethod, get_method
 
 HNSW_MAX_DIM = 2000
 HNSW_M = 16  # pgvector's default neighbours per element (2 x M on the bottom layer)
+INDEX_KINDS = ("vector", "halfvec", "binary")
+RERANK = 10  # binary: candidates by bits per result, re-ranked by the full vectors
 _METHOD_CHARS = re.compile(r"[a-z0-9@+\-]+")
-
-
-def vector_expr(column: str, dim: int) -> str:
-    return column if dim <= HNSW_MAX_DIM else f"({column}::halfvec({dim}))"
-
-
-def query_cast(dim: int) -> str:
-    return f"vector({dim})" if dim <= HNSW_MAX_DIM else f"halfvec({dim})"
-
-
-def opclass(dim: int) -> str:
-    return "vector_cosine_ops" if dim <= HNSW_MAX_DIM else "halfvec_cosine_ops"
 
 
 def method_literal(method: str) -> str:
@@ -49,20 +47,60 @@ def index_name(table: str, method: str) -> str:
     return f"ix_{table}_{safe}_hnsw"
 
 
-def create_index_sql(table: str, dim: int, method: str) -> str:
+def _half(dim: int, kind: str) -> bool:
+    return kind == "halfvec" or (kind == "vector" and dim > HNSW_MAX_DIM)
+
+
+def indexed_expr(column: str, dim: int, kind: str) -> str:
+    """What an index of ``kind`` holds of a ``vector(dim)`` expression (queries must repeat it)."""
+    if kind == "binary":
+        return f"(binary_quantize({column})::bit({dim}))"
+    return f"({column}::halfvec({dim}))" if _half(dim, kind) else column
+
+
+def index_opclass(dim: int, kind: str) -> str:
+    if kind == "binary":
+        return "bit_hamming_ops"
+    return "halfvec_cosine_ops" if _half(dim, kind) else "vector_cosine_ops"
+
+
+def index_order(column: str, operand: str, dim: int, kind: str) -> str:
+    """The ORDER BY expression an index of ``kind`` on ``column`` serves, nearest to ``operand``
+    (a ``vector(dim)`` expression) first."""
+    if kind == "binary":
+        return f"{indexed_expr(column, dim, kind)} <~> binary_quantize({operand})::bit({dim})"
+    if _half(dim, kind):
+        return f"{indexed_expr(column, dim, kind)} <=> ({operand})::halfvec({dim})"
+    return f"{column} <=> {operand}"
+
+
+def candidates_per_result(dim: int, kind: str) -> int | None:
+    """How many rows in index order a query takes per result before ordering them by the full
+    vectors' distance: None where the index order is that distance already, 1 where it is close
+    (half precision: the same rows, their order made exact), ``RERANK`` for bits."""
+    if kind == "binary":
+        return RERANK
+    return 1 if _half(dim, kind) else None
+
+
+def create_index_sql(table: str, dim: int, method: str, kind: str = "vector") -> str:
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind {kind!r}")
     return (f"CREATE INDEX IF NOT EXISTS {index_name(table, method)} ON {table} USING hnsw "
-            f"({vector_expr('embedding', dim)} {opclass(dim)}) WHERE method = {method_literal(method)}")
+            f"({indexed_expr('embedding', dim, kind)} {index_opclass(dim, kind)}) "
+            f"WHERE method = {method_literal(method)}")
 
 
 def drop_index_sql(table: str, method: str) -> str:
     return f"DROP INDEX IF EXISTS {index_name(table, method)}"
 
 
-def hnsw_build_bytes(rows: int, dim: int) -> int:
+def hnsw_build_bytes(rows: int, dim: int, kind: str = "vector") -> int:
     """Memory an in-memory HNSW build of ``rows`` vectors takes: per element its value (4 bytes a
-    dimension, 2 for the halfvec expression), about 2.2 x 2M neighbour slots of 16 bytes, and
-    bookkeeping; 25% headroom. (pgvector builds the graph in ``maintenance_work_mem`` and, once it
-    outgrows it, goes on inserting element by element on disk, many times slower: 64 MB held
-    about 12,000 1280-d vectors.)"""
-    value = (4 if dim <= HNSW_MAX_DIM else 2) * dim + 8
+    dimension, 2 for half precision, 1/8 for bits), about 2.2 x 2M neighbour slots of 16 bytes,
+    and bookkeeping; 25% headroom. (pgvector builds the graph in ``maintenance_work_mem`` and,
+    once it outgrows it, goes on inserting element by element on disk, many times slower: 64 MB
+    held about 12,000 1280-d vectors.)"""
+    per_dim = 0.125 if kind == "binary" else 2 if _half(dim, kind) else 4
+    value = per_dim * dim + 8
     return int(rows * (value + 2.2 * 2 * HNSW_M * 16 + 128) * 1.25)

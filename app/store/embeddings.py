@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from app.config import get_settings
 from app.describe.registry import ModelSpec
-from app.store.ddl import create_index_sql, drop_index_sql, hnsw_build_bytes, index_name
+from app.store.ddl import INDEX_KINDS, create_index_sql, drop_index_sql, hnsw_build_bytes, index_name
 from app.store.locks import index_lock
 
 _STAGING = "imgsim_staging"
@@ -131,22 +131,54 @@ def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> bool:
     if has_index(conn, spec, method):
         return False
     index_lock(conn, spec.table, method)
-    rows = count_embeddings(conn, spec, method)
-    sized = size_index_build(conn, rows, spec.dim)
+    rows, kind = count_embeddings(conn, spec, method), index_kind(conn, spec, method)
+    sized = size_index_build(conn, rows, spec.dim, kind)
     started = time.perf_counter()
-    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method))
-    log.info("built the HNSW index of %s/%s over %d rows in %.1f s (maintenance_work_mem %s kB, "
-             "%s parallel workers)", spec.name, method, rows, time.perf_counter() - started,
+    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method, kind))
+    log.info("built the %s HNSW index of %s/%s over %d rows in %.1f s (maintenance_work_mem %s kB, "
+             "%s parallel workers)", kind, spec.name, method, rows, time.perf_counter() - started,
              sized["maintenance_work_mem"], sized["max_parallel_maintenance_workers"])
     return True
 
 
-def size_index_build(conn: Connection, rows: int, dim: int) -> dict[str, str]:
+class IndexKindError(ValueError):
+    pass
+
+
+def index_kind(conn: Connection, spec: ModelSpec, method: str) -> str:
+    """The kind of the (model, method) index: ``vector`` unless ``set_index_kind`` chose another."""
+    return conn.execute(text("SELECT kind FROM index_kinds WHERE model = :model AND method = :method"),
+                        {"model": spec.name, "method": method}).scalar() or "vector"
+
+
+def set_index_kind(conn: Connection, spec: ModelSpec, method: str, kind: str) -> bool:
+    """Keep (model, method)'s index in ``kind`` from now on, rebuilding it when it exists in
+    another; True when it was rebuilt. ``binary`` only for whitened (centred) vectors."""
+    if kind not in INDEX_KINDS:
+        raise IndexKindError(f"unknown index kind {kind!r}: choose one of {', '.join(INDEX_KINDS)}")
+    if kind == "binary" and "+w" not in method:
+        raise IndexKindError(f"a binary index needs centred vectors: {method} is not whitened (use e.g. "
+                             f"{method.split('+')[0]}+w after imgsim index whiten)")
+    index_lock(conn, spec.table, method)
+    if index_kind(conn, spec, method) == kind:
+        return False
+    conn.execute(text("DELETE FROM index_kinds WHERE model = :model AND method = :method"),
+                 {"model": spec.name, "method": method})
+    if kind != "vector":
+        conn.execute(text("INSERT INTO index_kinds (model, method, kind) VALUES (:model, :method, :kind)"),
+                     {"model": spec.name, "method": method, "kind": kind})
+    if not has_index(conn, spec, method):
+        return False
+    conn.exec_driver_sql(drop_index_sql(spec.table, method))
+    return ensure_index(conn, spec, method)
+
+
+def size_index_build(conn: Connection, rows: int, dim: int, kind: str = "vector") -> dict[str, str]:
     """Give this transaction's index build the memory its graph needs (at least the server's
     64 MB default, at most IMGSIM_INDEX_MEMORY_MB) and IMGSIM_INDEX_WORKERS parallel workers.
     Returns the settings as the server took them (memory in kB)."""
     settings = get_settings()
-    kib = max(64 * 1024, min(hnsw_build_bytes(rows, dim) // 1024, settings.index_memory_mb * 1024))
+    kib = max(64 * 1024, min(hnsw_build_bytes(rows, dim, kind) // 1024, settings.index_memory_mb * 1024))
     conn.execute(text("SELECT set_config('maintenance_work_mem', :m, true), "
                       "set_config('max_parallel_maintenance_workers', :w, true)"),
                  {"m": f"{kib}kB", "w": str(settings.index_workers)})
