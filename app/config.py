@@ -33,9 +33,9 @@ def _default_weights_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 
 
-def _quarter_of_memory_mb() -> int:
+def _half_of_memory_mb() -> int:
     try:
-        return max(64, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4 // 2**20)
+        return max(64, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 // 2**20)
     except (ValueError, OSError, AttributeError):
         return 2048
 
@@ -77,7 +77,7 @@ KNOBS: dict[str, Knob] = {
     "retry_seconds": Knob(("IMGSIM_RETRY_SECONDS",), _number(float, 0, 3600), 31.5),
     "decode_workers": Knob(("IMGSIM_DECODE_WORKERS",), _number(int, 1, 64), 2),
     "backend": Knob(("IMGSIM_BACKEND",), str, "auto"),
-    "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _quarter_of_memory_mb),
+    "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
 }
 
