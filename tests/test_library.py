@@ -130,7 +130,7 @@ def test_collections_keep_the_same_file_apart(engine, small, tmp_path):
 
 def test_filters_return_k_rows_through_the_hnsw_index(engine):
     """300 images; the 12 labelled 'rare' and the 12 under /photos/rare/ are the farthest from the
-    query, so a plain index scan (ef_search 40) would find none of them."""
+    query, so a plain index scan (ef_search 100) would find none of them."""
     from app.store.knn import knn_sql, search_settings
     from app.store.scope import Scope
 
