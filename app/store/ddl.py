@@ -66,12 +66,9 @@ def index_opclass(dim: int, kind: str) -> str:
 
 def index_order(column: str, operand: str, dim: int, kind: str) -> str:
     """The ORDER BY expression an index of ``kind`` on ``column`` serves, nearest to ``operand``
-    (a ``vector(dim)`` expression) first."""
-    if kind == "binary":
-        return f"{indexed_expr(column, dim, kind)} <~> binary_quantize({operand})::bit({dim})"
-    if _half(dim, kind):
-        return f"{indexed_expr(column, dim, kind)} <=> ({operand})::halfvec({dim})"
-    return f"{column} <=> {operand}"
+    (a ``vector(dim)`` expression, taken to the index's form) first."""
+    distance = "<~>" if kind == "binary" else "<=>"
+    return f"{indexed_expr(column, dim, kind)} {distance} {indexed_expr(operand, dim, kind)}"
 
 
 def candidates_per_result(dim: int, kind: str) -> int | None:

@@ -61,8 +61,8 @@ def _nearest_sql(alias: str, spec: ModelSpec, stored: str, kind: str, operand: s
 def search_settings(conn: Connection, k: int, ef_search: int | None = None) -> Iterator[None]:
     """Settings of the nearest-neighbour queries run inside the block: an HNSW candidate list of
     at least k, within [100, 1000] (``ef_search`` when given), and a scan that goes on past it
-    (up to MAX_SCAN_TUPLES) while rows are filtered out (transaction-local); and, for the block only, no sequential scan and no
-    sort of an embedding table. The planner cannot estimate the scope's filters: when it guesses
+    (up to MAX_SCAN_TUPLES) while rows are filtered out (transaction-local); and, for the block
+    only, no sequential scan and no sort of an embedding table. The planner cannot estimate the scope's filters: when it guesses
     that they keep few rows it would read the whole table and sort it (pgvector's advice for
     filtered queries); with a sort ruled out, the order comes from the HNSW index."""
     ef = int(ef_search) if ef_search else max(MIN_EF_SEARCH, min(int(k), MAX_EF_SEARCH))
@@ -92,7 +92,7 @@ def with_files(conn: Connection, rows) -> list[Neighbour]:
 def nearest(conn: Connection, spec: ModelSpec, stored: str, vector: np.ndarray, k: int,
             scope: Scope, ef_search: int | None = None) -> list[Neighbour]:
     """The k nearest stored rows within ``scope`` (``ef_search``: the HNSW candidate list, else
-    as many as the rows the index is asked for, at least 40)."""
+    as many as the rows the index is asked for, at least MIN_EF_SEARCH)."""
     kind = index_kind(conn, spec, stored)
     sql, params = knn_sql(spec, stored, scope, kind)
     with search_settings(conn, k * (candidates_per_result(spec.dim, kind) or 1), ef_search):
