@@ -82,20 +82,46 @@ def similar(query, model: str | None = None, k: int = 10, method: str = DEFAULT_
     return search(query, model, k, method, collection, label, under, max_distance, engine, embedder).hits
 
 
+class EngineError(ValueError):
+    pass
+
+
+ENGINES = ("local", "ray")
+
+
+def distributor(name: str = "local", address: str | None = None, workers: int | None = None):
+    """Where an ingest's heavy work runs: ``local`` (this process: None) or ``ray`` (a Ray
+    cluster: the one at ``address``, else RAY_ADDRESS, else one started for this process, with
+    ``workers`` actors; see ``app.ingestion.distributed``)."""
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    if name == "local":
+        if address or workers:
+            raise EngineError("--address and --workers are options of the ray engine (--engine ray)")
+        return None
+    try:
+        from app.ingestion.distributed import RayDistributor
+    except ImportError:
+        raise EngineError("the ray engine needs Ray: pip install 'imgsim[ray]'") from None
+    return RayDistributor(address, workers)
+
+
 def ingest(folder: Path | str, models: str | list[str] | None = None, method: str | Method = DEFAULT_METHOD,
            labels: Path | str | None = None, graph: bool = True, engine: Engine | None = None,
            on_failure: Callable[[Failure], None] | None = None, progress: Progress | None = None,
            graph_progress: Progress | None = None, collection: str = DEFAULT_COLLECTION, sync: bool = False,
-           rehash: bool = False) -> IngestReport:
+           rehash: bool = False, distributor=None) -> IngestReport:
     """Record every image file under ``folder`` in ``collection`` (created if new), embed the
     contents not stored yet, and keep the collection's rows complete. ``sync`` also removes the
     collection's files below ``folder`` that are gone; ``rehash`` reads files whose size and
-    modification time did not change."""
+    modification time did not change; ``distributor`` (``api.distributor("ray")``) runs the
+    describing and match-graph work on a Ray cluster."""
     specs = resolve_models(models) if models else [_model(None)]
     meth = method if isinstance(method, Method) else get_method(method)
     rows = read_labels(Path(labels)) if labels else None
     engine = _ready(engine)
-    ingestor = Ingestor(engine, _collection(engine, collection, create=True), specs, meth, graph=graph, rehash=rehash)
+    ingestor = Ingestor(engine, _collection(engine, collection, create=True), specs, meth, graph=graph, rehash=rehash,
+                        distributor=distributor)
     return ingestor.run(Path(folder), rows, on_failure, progress, graph_progress, sync=sync)
 
 
@@ -213,12 +239,14 @@ def set_index_kind(kind: str, model: str | None = None, method: str = "gem", eng
 
 def build_graph(model: str | None = None, method: str = DEFAULT_METHOD, rebuild: bool = False,
                 progress: Progress | None = None, engine: Engine | None = None,
-                collection: str = DEFAULT_COLLECTION) -> dict:
-    """Match-graph rows of the collection's images without one (all with ``rebuild``), for a verifying method."""
+                collection: str = DEFAULT_COLLECTION, distributor=None) -> dict:
+    """Match-graph rows of the collection's images without one (all with ``rebuild``), for a
+    verifying method; ``distributor`` computes them on a Ray cluster."""
     meth = get_method(method)
     require_verifying(meth)
     engine = _ready(engine)
-    return update_graph(engine, _collection(engine, collection), _model(model), meth, rebuild, progress)
+    return update_graph(engine, _collection(engine, collection), _model(model), meth, rebuild, progress,
+                        distributor.graph_rows if distributor else None)
 
 
 def check(repair: bool = False, engine: Engine | None = None, progress: Progress | None = None) -> list[dict]:

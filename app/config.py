@@ -77,6 +77,7 @@ KNOBS: dict[str, Knob] = {
     "retry_seconds": Knob(("IMGSIM_RETRY_SECONDS",), _number(float, 0, 3600), 31.5),
     "decode_workers": Knob(("IMGSIM_DECODE_WORKERS",), _number(int, 1, 64), 2),
     "backend": Knob(("IMGSIM_BACKEND",), str, "auto"),
+    "inference_threads": Knob(("IMGSIM_INFERENCE_THREADS",), _number(int, 0, 1024), 0),
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
 }
@@ -96,6 +97,7 @@ class Settings:
     retry_seconds: float
     decode_workers: int
     backend: str
+    inference_threads: int  # threads of one network (0: the backend's choice, every core)
     index_memory_mb: int  # the most an HNSW build may use (maintenance_work_mem)
     index_workers: int  # parallel maintenance workers beside the building session
 
@@ -128,6 +130,13 @@ def _environment() -> dict[str, str]:
     from dotenv import dotenv_values
 
     return {**{k: v for k, v in dotenv_values(dotenv).items() if v is not None}, **os.environ}
+
+
+def settings_environment() -> dict[str, str]:
+    """The settings' variables as this process reads them (the environment over ``.env``), to
+    hand to processes started elsewhere (a distributed engine's workers) so they read the same."""
+    source = _environment()
+    return {name: source[name] for knob in KNOBS.values() for name in knob.names if source.get(name, "").strip()}
 
 
 @lru_cache(maxsize=1)

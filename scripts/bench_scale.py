@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,16 +34,10 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 K = 10
 CHUNK = 10_000  # rows per generated chunk and per load transaction
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def real_descriptors(model: str, cache: Path) -> np.ndarray:

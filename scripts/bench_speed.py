@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from app.describe.embedder import Embedder  # noqa: E402
 from app.describe.methods import get_method  # noqa: E402
@@ -32,13 +32,6 @@ from app.describe.registry import get_model  # noqa: E402
 GMACS = {"efficientnet-lite0": 0.39, "mobilenetv2-tv": 0.30, "resnet50": 4.1, "efficientnetb0": 0.39}
 RANDOM_WEIGHTS = {"resnet50", "efficientnetb0"}  # no offline ImageNet weights: speed only
 BATCH = 16
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def peak_gflops(seconds: float = 2.0) -> float:

@@ -78,3 +78,15 @@ def calendar(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("calendar")
     return folder, make_calendar_set(folder)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster (2 CPUs) for the session, stopped at its end."""
+    import ray
+
+    from app.ingestion.distributed import start
+
+    start(cpus=2)
+    yield
+    ray.shutdown()

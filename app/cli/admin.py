@@ -7,8 +7,9 @@ import typer
 from rich.markup import escape
 
 from app import api
-from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, CollectionOpt, JsonOpt, OneModelOpt, QuietOpt, err,
-                            explain, fail, fail_with, method, one_spec, out)
+from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, AddressOpt, CollectionOpt, EngineOpt, JsonOpt,
+                            OneModelOpt, QuietOpt, WorkersOpt, distributor, err, explain, fail, fail_with, method,
+                            one_spec, out)
 from app.cli.render import print_graph, print_json, print_table, progress
 from app.collection.dba import AugmentError
 from app.collection.graph import GraphError
@@ -168,13 +169,18 @@ def index_graph(
                                                               "features build the graph.")] = DEFAULT_METHOD,
     rebuild: Annotated[bool, typer.Option(help="Recompute every row, not only those of new images.")] = False,
     collection: CollectionOpt = DEFAULT_COLLECTION,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
     quiet: QuietOpt = False,
 ):
     """Store each image's spatially verified neighbours; verified searches expand through them."""
     spec, meth = one_spec(model), method(method_name)
+    placement = distributor(engine, address, workers)
     try:
         with progress(quiet, "verifying") as update:
-            result = api.build_graph(spec.name, meth.name, rebuild, update, collection=collection)
+            result = api.build_graph(spec.name, meth.name, rebuild, update, collection=collection,
+                                     distributor=placement)
     except (GraphError, CollectionError) as exc:
         fail_with(exc)
     if not quiet or rebuild:

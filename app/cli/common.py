@@ -36,6 +36,14 @@ BenchCollectionOpt = Annotated[Optional[str], typer.Option(
     "--collection", "-c", help="The collection the labelled folder goes to (default: PARENT/FOLDER), apart "
                                "from the photos you search.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="Where the decoding, embedding and verifying run: local (this process) or ray (a Ray "
+                     "cluster; needs imgsim[ray]).")]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", help="The Ray cluster to join (host:port, or auto for the one `ray start` runs here); "
+                      "default RAY_ADDRESS, else a cluster started for this command.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", min=1, help="Ray actors (one CPU each; default: every CPU of the cluster).")]
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -86,6 +94,16 @@ def explain(exc: Exception) -> str:
 
 def fail_with(exc: Exception) -> NoReturn:
     fail(explain(exc))
+
+
+def distributor(engine: str, address: str | None, workers: int | None):
+    """The ingest's placement for ``--engine`` (None for local), or a one-line error."""
+    from app import api
+
+    try:
+        return api.distributor(engine, address, workers)
+    except api.EngineError as exc:
+        fail(str(exc))
 
 
 def specs(models: list[str] | None) -> list[ModelSpec]:

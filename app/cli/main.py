@@ -12,9 +12,9 @@ from rich.markup import escape
 
 from app import api
 from app.cli import admin, boundary, library
-from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, BenchCollectionOpt, CollectionOpt,
-                            JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, err, fail, fail_with, method, one_spec,
-                            out, specs)
+from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, AddressOpt, BenchCollectionOpt,
+                            CollectionOpt, EngineOpt, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, WorkersOpt,
+                            distributor, err, fail, fail_with, method, one_spec, out, specs)
 from app.cli.render import (hit_dict, print_failure, print_graph, print_ingest, print_json, print_metrics,
                             print_ranking, print_table, progress)
 from app.config import get_settings
@@ -54,6 +54,9 @@ def ingest(
                                             "(and images no file holds any more).")] = False,
     rehash: Annotated[bool, typer.Option(help="Read every file, also those whose size and modification time "
                                               "are unchanged.")] = False,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ):
@@ -62,11 +65,13 @@ def ingest(
     chosen, meth = specs(model), method(method_name)
     if not folder.is_dir():
         fail(f"{folder}: not a folder")
+    placement = distributor(engine, address, workers)
     try:
         with progress(quiet or as_json) as embedding, progress(quiet or as_json, "verifying") as verifying:
             report = api.ingest(folder, [s.name for s in chosen], meth, labels, graph,
                                 on_failure=None if as_json else print_failure, progress=embedding,
-                                graph_progress=verifying, collection=collection, sync=sync, rehash=rehash)
+                                graph_progress=verifying, collection=collection, sync=sync, rehash=rehash,
+                                distributor=placement)
     except (LabelsError, WeightsUnavailable, CollectionError) as exc:
         fail_with(exc)
     if as_json:

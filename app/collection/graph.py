@@ -10,7 +10,7 @@ recomputes every row so old rows list the new images too.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from sqlalchemy import Engine
 
@@ -25,7 +25,12 @@ from app.store.locks import job_lock
 from app.store.retry import with_retry
 from app.store.scope import Scope
 
-BATCH = 32
+BATCH = 32  # rows per transaction
+Row = tuple[int, dict[int, float]]  # image id -> its verified neighbours' scores
+# Where the rows are computed: (engine, collection id, model, method, image ids) -> batches of
+# rows as they are done. ``local_rows`` runs them here; a distributed engine places them on
+# its workers (``app.ingestion.distributed``). Each row depends only on the stored data.
+RowPlacement = Callable[[Engine, int, ModelSpec, Method, list[int]], Iterator[list[Row]]]
 
 
 class GraphError(ValueError):
@@ -39,7 +44,7 @@ def require_verifying(method: Method) -> None:
 
 
 def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method: Method, rebuild: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> dict:
+                progress: Callable[[int, int], None] | None = None, placement: RowPlacement | None = None) -> dict:
     """Compute the rows of the collection's images without one (every row with ``rebuild``);
     ``progress`` gets (images done, images to do). Neighbours come from the same collection."""
     require_verifying(method)
@@ -52,35 +57,48 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
             if ids:
                 warn_if_unindexed(conn, spec, method)
         ids = [i for i in ids if i not in done]
-        edges, shared = 0, SharedWork(ids)
-        for start in range(0, len(ids), BATCH):
-            rows = with_retry(lambda: _graph_rows(engine, collection.id, spec, method, ids[start:start + BATCH],
-                                                  shared))
+        edges = finished = 0
+        for rows in (placement or local_rows)(engine, collection.id, spec, method, ids):
+            with_retry(lambda: _write(engine, spec, kind, rows))
             edges += sum(len(row) for _, row in rows)
+            finished += len(rows)
             if progress:
-                progress(start + len(rows), len(ids))
+                progress(finished, len(ids))
     return {"collection": collection.name, "model": spec.name, "kind": kind, "method": method.canonical,
             "images": len(ids), "edges": edges}
 
 
-def _graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method, ids: Sequence[int],
-                shared: SharedWork) -> list[tuple[int, dict[int, float]]]:
-    """One batch of rows, computed and written in one transaction."""
-    rows = []
+def _write(engine: Engine, spec: ModelSpec, kind: str, rows: list[Row]) -> None:
     with engine.begin() as conn:
+        write_graph(conn, spec.name, kind, rows)
+
+
+def local_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
+               ids: list[int]) -> Iterator[list[Row]]:
+    """The rows of ``ids`` computed in this process, ``BATCH`` at a time, sharing the job's work."""
+    shared = SharedWork(ids)
+    for start in range(0, len(ids), BATCH):
+        yield with_retry(lambda: graph_rows(engine, collection, spec, method, ids[start:start + BATCH], shared))
+
+
+def graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method, ids: Sequence[int],
+               shared: SharedWork) -> list[Row]:
+    """The rows of ``ids``: each image as a query of the collection, its verified neighbours."""
+    rows = []
+    with engine.connect() as conn:
         for image_id in ids:
             query = stored_query(conn, image_id, spec, method)
             rows.append((image_id, direct_scores(conn, spec, method, query, Scope(collection), shared)
                          if query is not None else {}))
             shared.done(image_id)
-        write_graph(conn, spec.name, method.local.name, rows)
     return rows
 
 
 def update_graph(engine: Engine, collection: Collection, spec: ModelSpec, method: Method, rebuild: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> dict | None:
+                 progress: Callable[[int, int], None] | None = None,
+                 placement: RowPlacement | None = None) -> dict | None:
     """Rows for the new images (all with ``rebuild``) of a verifying method as the collection
     resolves it (``verified`` whitens once fitted); None for other methods."""
     with engine.connect() as conn:
         method = effective_method(conn, collection.id, spec, method)
-    return build_graph(engine, collection, spec, method, rebuild, progress) if method.local else None
+    return build_graph(engine, collection, spec, method, rebuild, progress, placement) if method.local else None

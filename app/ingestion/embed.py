@@ -12,6 +12,8 @@ from app.describe.registry import ModelSpec
 from app.ingestion.reader import Decoded
 from app.ingestion.report import IngestReport
 
+Vectors = dict[str, tuple[list[Decoded], list[np.ndarray]]]  # model name -> (images, their descriptor rows)
+
 
 class Embed:
     def __init__(self, method: Method, embedders: dict[str, Embedder] | None = None, pretrained: bool = True):
@@ -25,7 +27,7 @@ class Embed:
         return self.embedders[key]
 
     def __call__(self, models: list[ModelSpec], images: list[Decoded],
-                 report: IngestReport) -> dict[str, tuple[list[Decoded], list[np.ndarray]]]:
+                 report: IngestReport) -> Vectors:
         """model name -> (the images that needed it, their (R, dim) descriptor rows); timed per model."""
         out = {}
         for spec in models:

@@ -5,6 +5,10 @@ place, so that every stored image has the rows its collection's steps expect:
 - ``+dba`` rows where the collection has been augmented (``augment_missing`` after the load);
 - match-graph rows of the new images, with a verifying method and ``graph=True``.
 
+Where the describing and match-graph work runs is the distributor's choice: here (decoding on
+the reader's threads, the network in this process) or on a Ray cluster
+(``app.ingestion.distributed``); the planning and the writing stay here either way.
+
 Content hashes make it idempotent: only the (image, model) pairs and local features not stored
 yet are computed; every file seen gets its file row. With ``sync``, files of the collection
 below the folder that the run did not see are removed afterwards, with the images no file holds
@@ -14,7 +18,7 @@ any more (``app.store.files``). The CLI, the Python API and ``evaluate`` all ing
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from app.describe.embedder import Embedder
 from app.describe.methods import Method, whitened_name
 from app.describe.registry import ModelSpec
 from app.files.labels import LabelRow
-from app.ingestion.embed import Embed
+from app.ingestion.embed import Embed, Vectors
 from app.ingestion.reader import Decoded, Reader
 from app.ingestion.report import Failure, IngestReport
 from app.ingestion.writer import Writer
@@ -44,13 +48,15 @@ Progress = Callable[[int, int], None]  # (done, to do)
 class Ingestor:
     """Ingest folders into ``collection`` for ``models`` with ``method``; ``graph`` also computes
     the new images' match-graph rows (verifying methods only). ``embedders`` shares loaded
-    backbones between runs; ``rehash`` reads files whose size and mtime are unchanged too."""
+    backbones between runs; ``rehash`` reads files whose size and mtime are unchanged too;
+    ``distributor`` (a ``RayDistributor``) places the describing and match-graph work on a
+    cluster instead of this process."""
 
     def __init__(self, engine: Engine, collection: Collection, models: list[ModelSpec], method: Method,
                  embedders: dict[str, Embedder] | None = None, pretrained: bool = True, graph: bool = False,
-                 rehash: bool = False):
+                 rehash: bool = False, distributor=None):
         self.engine, self.collection, self.models, self.method = engine, collection, models, method
-        self.graph, self.rehash = graph, rehash
+        self.graph, self.rehash, self.pretrained, self.distributor = graph, rehash, pretrained, distributor
         self.settings = get_settings()
         self.embed = Embed(method, embedders, pretrained)
         self.writer = Writer(engine, collection, models, method)
@@ -75,7 +81,8 @@ class Ingestor:
             if progress:
                 progress(0, len(todo))
             try:
-                self._embed_and_write(reader, todo, labels, report, on_failure, progress)
+                self._write_described(self._described(reader, todo, report), todo, labels, report, on_failure,
+                                      progress)
             except BaseException:
                 self.writer.build_indexes(stopped_early=True)
                 raise
@@ -86,14 +93,26 @@ class Ingestor:
         self._augment_new()
         report.seconds = time.perf_counter() - started
         if self.graph and self.method.local:
+            placement = self.distributor.graph_rows if self.distributor else None
             report.graph = [r for spec in self.models
                             if (r := update_graph(self.engine, self.collection, spec, self.method,
-                                                  progress=graph_progress))]
+                                                  progress=graph_progress, placement=placement))]
         return report
 
-    def _embed_and_write(self, reader: Reader, todo, labels, report: IngestReport, on_failure, progress) -> None:
-        """Embed batch after batch while a thread of its own writes the one before (one batch in
-        flight, committed in order): the database's share of the time hides behind inference."""
+    def _described(self, reader: Reader, todo, report: IngestReport) -> Iterator[tuple[list, Vectors]]:
+        """Batches of decoded files (or failures) with their descriptor rows, from wherever the
+        distributor places the work."""
+        if self.distributor is not None:
+            yield from self.distributor.describe(todo, self.models, self.method, self.pretrained, report)
+            return
+        for batch in reader.batches(todo):
+            images = [d for d in batch if isinstance(d, Decoded)]
+            yield batch, (self.embed(self.models, images, report) if images else {})
+
+    def _write_described(self, described: Iterator[tuple[list, Vectors]], todo, labels, report: IngestReport,
+                         on_failure, progress) -> None:
+        """Write batch after batch on a thread of its own while the next one is described (one
+        batch in flight): the database's share of the time hides behind inference."""
         done = 0
 
         def write(batch, images, vectors):
@@ -111,11 +130,9 @@ class Ingestor:
 
         with ThreadPoolExecutor(1) as writing:
             pending = None
-            for batch in reader.batches(todo):
-                images = [d for d in batch if isinstance(d, Decoded)]
-                vectors = self.embed(self.models, images, report) if images else {}
+            for batch, vectors in described:
                 finished(pending)
-                pending = writing.submit(write, batch, images, vectors)
+                pending = writing.submit(write, batch, [d for d in batch if isinstance(d, Decoded)], vectors)
             finished(pending)
 
     def _forget_unseen(self, root: Path, since) -> tuple[list[str], int]:

@@ -26,6 +26,7 @@ from app.describe.registry import ModelSpec
 from app.describe.vectors import apply_whitening
 from app.files.labels import LabelRow
 from app.files.paths import path_text
+from app.ingestion.embed import Vectors
 from app.ingestion.reader import Decoded, Work
 from app.ingestion.report import Failure, IngestReport
 from app.store import embeddings
@@ -50,7 +51,7 @@ class Writer:
         self.fits: dict[str, Whitening] = {}  # model name -> the fit last read
         self.indexes_prepared = False  # a bulk load's indexes are dropped before its first write
 
-    def write(self, images: list[Decoded], vectors: dict[str, tuple[list[Decoded], list[np.ndarray]]],
+    def write(self, images: list[Decoded], vectors: Vectors,
               labels: dict[str, LabelRow] | None, todo: list[Work], report: IngestReport) -> None:
         """One atomic batch, retried whole (``todo``: the whole load, to decide on bulk loads)."""
         if not images:
