@@ -1,9 +1,10 @@
 """The Ray engine against the local one on the same photos: `global` ingest of Holidays (811
-photos) with 1 and 2 Ray workers, and `verified` (ingest + match-graph rows) on the DVD
-photos. Prints one JSON object and writes docs/ray.md. Its own embedded server (``--home``);
-every run goes to a fresh collection. Ratios are measured in this one run, on this machine.
+photos, ``--copies`` times: each copy under distinct bytes, so a new content to embed) with 1
+and 2 Ray workers, and `verified` (ingest + match-graph rows) on the DVD photos. Prints one
+JSON object and writes docs/ray.md. Its own embedded server (``--home``); every run goes to a
+fresh collection. Ratios are measured in this one run, on this machine.
 
-Usage: scripts/bench_ray [--workers 1,2] [--skip-verified] [--json]
+Usage: scripts/bench_ray [--copies 3] [--workers 1,2] [--skip-verified] [--json]
 """
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ class Clock:
         self.last = time.perf_counter()
 
 
+def copies(source: Path, folder: Path, n: int) -> Path:
+    """``n`` copies of every JPEG of ``source``, copy k with k bytes appended after the image's
+    end marker (decoders ignore them): the same decoding work under a new content hash."""
+    for k in range(n):
+        for path in sorted(source.glob("*.jpg")):
+            target = folder / f"copy{k}" / path.name
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes() + b"\0" * k)
+    return folder
+
+
 def run(engine, folder: Path, method: str, name: str, distributor=None, embedders=None) -> dict:
     """One ingest into a fresh collection (with the match-graph rows for a verifying method)."""
     from app.describe.methods import get_method
@@ -68,6 +81,7 @@ def run(engine, folder: Path, method: str, name: str, distributor=None, embedder
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--skip-verified", action="store_true")
     parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "imgsim-bench-ray")
@@ -84,12 +98,13 @@ def main() -> None:
     from app.store import migrate
     from app.store.db import get_engine
 
-    holidays = DATASETS / "holidays805" / "images"
-    if not holidays.is_dir():
-        sys.exit(f"{holidays} is absent: the benchmark needs ../shared/datasets beside the checkout")
+    source = DATASETS / "holidays805" / "images"
+    if not source.is_dir():
+        sys.exit(f"{source} is absent: the benchmark needs ../shared/datasets beside the checkout")
+    holidays = copies(source, args.home / "holidays-copies", args.copies)
     migrate.upgrade("head")
     engine, spec = get_engine(), get_model("efficientnet-lite0")
-    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
+    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU", "copies": args.copies,
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "global": [], "verified": []}
 
     started = time.perf_counter()
@@ -142,7 +157,7 @@ def write(result: dict, argv: str) -> None:
              "last row stored, so a Ray row includes starting its actors and loading the network in each "
              f"(the local engine's network was loaded before, in {result['local_model_load_s']} s). "
              "*Steady* is the rate after the first batch was stored.", "",
-             "## `global`, Holidays", "",
+             f"## `global`, Holidays x {result['copies']} (each copy under distinct bytes)", "",
              "| engine | workers | images | seconds | images/s | vs local | steady images/s | first batch stored, s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["global"]:

@@ -71,3 +71,17 @@ def test_the_running_server_is_read_from_its_pid_file(tmp_path):
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "postmaster.pid").write_text("garbage\n")
     assert running_uri(tmp_path / "e") is None
+
+
+def test_the_settings_handed_to_workers_are_those_this_process_reads(tmp_path, monkeypatch):
+    from app.config import settings_environment
+
+    (tmp_path / ".env").write_text("IMGSIM_DECODE_WORKERS=3\nIMGSIM_BATCH_SIZE=2\nNOT_A_SETTING=1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMGSIM_BATCH_SIZE", "4")
+    monkeypatch.setenv("KERAS_HOME", "/k")
+    monkeypatch.setenv("IMGSIM_MODEL", "")  # empty is unset: not handed on
+    handed = settings_environment()
+    assert (handed["IMGSIM_DECODE_WORKERS"], handed["IMGSIM_BATCH_SIZE"], handed["KERAS_HOME"]) == ("3", "4", "/k")
+    assert "NOT_A_SETTING" not in handed and "IMGSIM_MODEL" not in handed
+    assert Settings.read(handed).batch_size == 4

@@ -111,3 +111,19 @@ def preprocess_one(spec, array):
     from app.describe.preprocess import preprocess
 
     return preprocess(spec.preprocess, array[None])
+
+
+def test_a_worker_network_takes_its_thread_count_unpinned(monkeypatch):
+    """A Ray worker sets IMGSIM_INFERENCE_THREADS to its CPUs: the network keeps to that many
+    threads and leaves them unpinned (pinned, every worker would take the same first cores)."""
+    from app.config import get_settings
+
+    monkeypatch.setenv("IMGSIM_INFERENCE_THREADS", "1")
+    get_settings.cache_clear()
+    try:
+        compiled = Embedder(get_model("efficientnet-lite0"), get_method("global"), backend="openvino").network.compiled
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    finally:
+        monkeypatch.delenv("IMGSIM_INFERENCE_THREADS")
+        get_settings.cache_clear()

@@ -99,8 +99,9 @@ class OpenVINONet:
         ov = openvino_runtime()
 
         config = {"INFERENCE_PRECISION_HINT": "f32"}
-        if get_settings().inference_threads:  # a worker that shares the machine with others
+        if get_settings().inference_threads:  # a worker that shares the machine with others:
             config["INFERENCE_NUM_THREADS"] = get_settings().inference_threads
+            config["ENABLE_CPU_PINNING"] = False  # pinned, every such worker would take the same first cores
         source = converted_path(spec) if pretrained else None
         if source is not None and source.is_file():
             if os.access(source.parent, os.W_OK):  # compiled once, then read back: a cold start skips compiling

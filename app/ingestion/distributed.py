@@ -9,7 +9,7 @@ the rows are the same, the run is idempotent by content hash and bad files are r
 match-graph rows are computed by actors too (each reads the stored vectors and local features
 from the one database and keeps the work its slice of images shares) and written by the driver.
 
-Workers get this process's imgsim settings (``app.config.settings_environment``), and the
+Workers run with this process's imgsim settings (``app.config.settings_environment``), and the
 photos must be readable at the same paths on every node (shared storage). Ray is imported
 with this module, which only an ``--engine ray`` run imports.
 """
@@ -67,17 +67,24 @@ def worker_environment(threads: int) -> dict[str, str]:
     """What a worker process runs with: this process's imgsim settings and a thread count per
     network that fits the CPUs the worker asked for (the workers share each machine)."""
     threads = str(max(1, threads))
-    return {**settings_environment(), "IMGSIM_INFERENCE_THREADS": threads, "OMP_NUM_THREADS": threads,
-            "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    return {**settings_environment(), "IMGSIM_INFERENCE_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 
 
-def describe_worker(models: list[ModelSpec], method: Method, pretrained: bool) -> type:
+def use_environment(environment: dict[str, str]) -> None:
+    """Take the driver's settings in this worker process (before anything reads them). Handed
+    to the actor rather than as a Ray runtime environment, which would start new processes
+    (a second more per run) instead of taking the cluster's idle ones."""
+    os.environ.update(environment)
+    get_settings.cache_clear()
+
+
+def describe_worker(environment: dict[str, str], models: list[ModelSpec], method: Method, pretrained: bool) -> type:
     """The actor class with its arguments bound (travelling with the class, so that a restarted
     actor does not depend on arguments kept in the object store)."""
     class Worker(DescribeWorker):
         def __init__(self):
-            super().__init__(models, method, pretrained)
+            super().__init__(environment, models, method, pretrained)
 
     return Worker
 
@@ -85,7 +92,8 @@ def describe_worker(models: list[ModelSpec], method: Method, pretrained: bool) -
 class DescribeWorker:
     """A Ray Data actor: reads, decodes and embeds a batch of planned files."""
 
-    def __init__(self, models: list[ModelSpec], method: Method, pretrained: bool):
+    def __init__(self, environment: dict[str, str], models: list[ModelSpec], method: Method, pretrained: bool):
+        use_environment(environment)
         self.models, self.method = models, method
         self.embed = Embed(method, None, pretrained)
 
@@ -122,7 +130,9 @@ class GraphWorker:
     """A Ray actor that computes match-graph rows for its slice of the images (in order, so
     the slice's pairs share their work), reading from the one database."""
 
-    def __init__(self, url: str, collection: int, spec: ModelSpec, method: Method, ids: list[int]):
+    def __init__(self, environment: dict[str, str], url: str, collection: int, spec: ModelSpec, method: Method,
+                 ids: list[int]):
+        use_environment(environment)
         self.engine, self.collection, self.spec, self.method = engine_for(url), collection, spec, method
         self.shared = SharedWork(ids)
 
@@ -142,7 +152,7 @@ class RayDistributor:
         cpus = ray.cluster_resources().get("CPU", 1)
         self.workers = workers or max(1, int(cpus // cpus_per_worker))
         self.cpus, self.gpus = cpus_per_worker, gpus_per_worker
-        self.environment = {"env_vars": worker_environment(math.ceil(cpus_per_worker))}
+        self.environment = worker_environment(math.ceil(cpus_per_worker))
 
     def describe(self, todo: list[Work], models: list[ModelSpec], method: Method, pretrained: bool,
                  report: IngestReport) -> Iterator[tuple[list[Decoded | Failure], Vectors]]:
@@ -155,9 +165,9 @@ class RayDistributor:
         # Work items travel pickled (Arrow has no type for them).
         dataset = ray.data.from_items([{"work": pickle.dumps(w)} for w in todo], override_num_blocks=blocks)
         described = dataset.map_batches(
-            describe_worker(models, method, pretrained), batch_size=size,
+            describe_worker(self.environment, models, method, pretrained), batch_size=size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(self.workers, blocks)),
-            num_cpus=self.cpus, num_gpus=self.gpus, runtime_env=self.environment)
+            num_cpus=self.cpus, num_gpus=self.gpus)
         rows = (row["described"] for row in described.iter_rows())
         for chunk in batched(rows, size):
             yield regroup(chunk, report)
@@ -171,8 +181,8 @@ class RayDistributor:
         url = engine.url.render_as_string(hide_password=False)
         count = min(self.workers, math.ceil(len(ids) / BATCH))
         slices = [ids[k * len(ids) // count:(k + 1) * len(ids) // count] for k in range(count)]
-        actor = ray.remote(GraphWorker).options(num_cpus=self.cpus, runtime_env=self.environment)
-        actors = [actor.remote(url, collection, spec, method, part) for part in slices]
+        actor = ray.remote(GraphWorker).options(num_cpus=self.cpus)
+        actors = [actor.remote(self.environment, url, collection, spec, method, part) for part in slices]
         try:
             pending = [a.rows.remote(chunk) for a, part in zip(actors, slices) for chunk in batched(part, BATCH)]
             while pending:
