@@ -167,3 +167,34 @@ def test_stored_paths_are_absolute_whatever_folder_the_job_ran_from(engine, embe
     with engine.connect() as conn:
         paths = sorted(r[0] for r in conn.execute(text("SELECT path FROM files")))
     assert paths == [str(tmp_path.resolve() / "photos" / "a.jpg"), str(tmp_path.resolve() / "photos" / "sub" / "b.png")]
+
+
+def test_an_ingest_fits_the_whitening_when_due_and_again_when_the_collection_doubled(engine, tmp_path):
+    """A whitening method's ingest fits from AUTO_MIN_IMAGES images and refits each time the
+    collection has doubled; the whitened rows follow every fit, and each fit says why."""
+    from app.collection.whitening import AUTO_MIN_IMAGES
+    from app.store.whitening import fitted_images
+
+    method = get_method("global+w")
+    embedders = {f"{SMALL.name}/global": Embedder(SMALL, method, pretrained=False)}
+
+    def ingest(n: int, seed: int):
+        make_images(tmp_path / f"batch{seed}", [f"{i}.png" for i in range(n)], seed=seed)
+        return ingestor(engine, [SMALL], method, embedders=embedders).run(tmp_path)
+
+    def state() -> tuple:
+        with engine.connect() as conn:
+            return (fitted_images(conn, 1, SMALL.name, "global"),
+                    len(stored_vectors(conn, SMALL, "global+w")[0]), len(stored_vectors(conn, SMALL, "global")[0]))
+
+    assert ingest(AUTO_MIN_IMAGES - 1, seed=1).fits == [] and state() == (None, 0, AUTO_MIN_IMAGES - 1)
+    first = ingest(1, seed=2).fits
+    assert [(f["version"], f["n_images"]) for f in first] == [(1, AUTO_MIN_IMAGES)]
+    assert first[0]["reason"].startswith(f"first fit: {AUTO_MIN_IMAGES} images stored")
+    assert state() == (AUTO_MIN_IMAGES, AUTO_MIN_IMAGES, AUTO_MIN_IMAGES)
+    assert ingest(AUTO_MIN_IMAGES - 1, seed=3).fits == []  # grown, not doubled: new rows take the fit
+    assert state() == (AUTO_MIN_IMAGES, 2 * AUTO_MIN_IMAGES - 1, 2 * AUTO_MIN_IMAGES - 1)
+    again = ingest(1, seed=4).fits
+    assert [(f["version"], f["n_images"]) for f in again] == [(2, 2 * AUTO_MIN_IMAGES)]
+    assert again[0]["reason"] == f"the collection grew from {AUTO_MIN_IMAGES} to {2 * AUTO_MIN_IMAGES} images since the last fit"
+    assert ingestor(engine, [SMALL], get_method("global"), embedders=embedders).run(tmp_path).fits == []

@@ -15,7 +15,7 @@ from app.cli import admin, boundary, library
 from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, AddressOpt, BenchCollectionOpt,
                             CollectionOpt, EngineOpt, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, WorkersOpt,
                             distributor, err, fail, fail_with, method, one_spec, out, specs)
-from app.cli.render import (hit_dict, print_failure, print_graph, print_ingest, print_json, print_metrics,
+from app.cli.render import (hit_dict, print_failure, print_fit, print_graph, print_ingest, print_json, print_metrics,
                             print_ranking, print_table, progress)
 from app.config import get_settings
 from app.describe.backends import BackendError, choose
@@ -78,6 +78,8 @@ def ingest(
         print_json(report.as_dict())
     elif not quiet:
         print_ingest(report)
+        for fit in report.fits:
+            print_fit(fit)
         for result in report.graph:
             print_graph(result)
     if report.failed:

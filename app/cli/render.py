@@ -94,6 +94,11 @@ def print_ingest(report) -> None:
               soft_wrap=True, highlight=False)
 
 
+def print_fit(result: dict) -> None:
+    out.print(f"whitening {result['model']}/{result['method']} in {escape(one_line(result['collection']))}: version "
+              f"{result['version']} fitted on {result['n_images']} images ({result['reason']})", highlight=False)
+
+
 def print_graph(result: dict) -> None:
     out.print(f"match graph {result['model']}/{result['method']} in {escape(one_line(result['collection']))}: rows "
               f"for {result['images']} images, {result['edges']} verified edges", highlight=False)

@@ -164,6 +164,11 @@ def get_method(name: str) -> Method:
     return Method(name, descriptor, WHITENED in steps, AUGMENTED in steps, "qe" in steps, local, steps)
 
 
+def uses_whitening(method: Method) -> bool:
+    """Whether searches with ``method`` use the collection's whitening (always, or once fitted)."""
+    return method.whiten or method.name in WHITENED_ALIASES
+
+
 def with_collection(method: Method, has_whitening: bool) -> Method:
     """Resolve an alias that depends on the collection (``verified`` whitens once a fit exists)."""
     whitened = WHITENED_ALIASES.get(method.name)

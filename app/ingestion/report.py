@@ -28,6 +28,7 @@ class IngestReport:
     seconds: float = 0.0
     embed_seconds: dict[str, float] = field(default_factory=dict)
     graph: list[dict] = field(default_factory=list)  # match-graph rows computed after the load
+    fits: list[dict] = field(default_factory=list)  # whitening fitted after the load, with the reason
 
     @property
     def images_per_second(self) -> float:
@@ -41,7 +42,7 @@ class IngestReport:
                 "removed_images": self.removed_images,
                 "failed": [{"path": path_text(f.path), "reason": f.reason} for f in self.failed],
                 "embedded": dict(self.embedded), "local_features": self.local_features,
-                "seconds": round(self.seconds, 3), "graph": self.graph}
+                "seconds": round(self.seconds, 3), "graph": self.graph, "fits": self.fits}
 
     def add(self, counts: "IngestReport") -> None:
         """Add a batch's counts."""

@@ -1,9 +1,12 @@
 """The runner: reader -> embed -> writer over a folder, then the collection's upkeep, in one
 place, so that every stored image has the rows its collection's steps expect:
 
-- ``+w`` rows where the model's descriptor has a whitening fit (written with each batch);
+- ``+w`` rows where the model's descriptor has a whitening fit (written with each batch), and
+  the fit itself when the method whitens and the collection is large enough for a first fit
+  or has doubled since the last one (``app.collection.whitening.fit_due``);
 - ``+dba`` rows where the collection has been augmented (``augment_missing`` after the load);
-- match-graph rows of the new images, with a verifying method and ``graph=True``.
+- match-graph rows of the new images, with a verifying method and ``graph=True`` (every row
+  after a fit: the shortlists they come from changed).
 
 Where the describing and match-graph work runs is the distributor's choice: here (decoding on
 the reader's threads, the network in this process) or on a Ray cluster
@@ -26,9 +29,10 @@ from sqlalchemy import Engine
 
 from app.collection.dba import augment_missing
 from app.collection.graph import update_graph
+from app.collection.whitening import fit_due, whiten_collection
 from app.config import get_settings
 from app.describe.embedder import Embedder
-from app.describe.methods import Method, whitened_name
+from app.describe.methods import Method, uses_whitening, whitened_name
 from app.describe.registry import ModelSpec
 from app.files.labels import LabelRow
 from app.ingestion.embed import Embed, Vectors
@@ -91,12 +95,15 @@ class Ingestor:
         if sync and Path(root).is_dir():
             report.removed, report.removed_images = with_retry(lambda: self._forget_unseen(Path(root), since))
         self._augment_new()
+        report.fits = self._fit_where_due()
         report.seconds = time.perf_counter() - started
         if self.graph and self.method.local:
             placement = self.distributor.graph_rows if self.distributor else None
+            refitted = {fit["model"] for fit in report.fits}
             report.graph = [r for spec in self.models
                             if (r := update_graph(self.engine, self.collection, spec, self.method,
-                                                  progress=graph_progress, placement=placement))]
+                                                  rebuild=spec.name in refitted, progress=graph_progress,
+                                                  placement=placement))]
         return report
 
     def _described(self, reader: Reader, todo, report: IngestReport) -> Iterator[tuple[list, Vectors]]:
@@ -144,6 +151,19 @@ class Ingestor:
             removed = remove_files(conn, self.collection.id, under=[folder], unseen_since=since)
             clear_failures_under(conn, self.collection.id, *under_range(folder), since)
         return removed
+
+    def _fit_where_due(self) -> list[dict]:
+        """Fit the whitening a whitening method searches with where it is due (its ``+w`` and
+        ``+dba`` rows are rewritten with it); each fit with its reason."""
+        if not uses_whitening(self.method):
+            return []
+        fits = []
+        for spec in self.models:
+            reason = fit_due(self.engine, self.collection, spec, self.method.raw)
+            if reason:
+                fits.append({**whiten_collection(self.engine, self.collection, spec, self.method.raw),
+                             "reason": reason})
+        return fits
 
     def _augment_new(self) -> None:
         """Keep augmented (``+dba``) rows complete where the collection has them."""

@@ -100,10 +100,10 @@ def count_embeddings(conn: Connection, spec: ModelSpec, method: str, collection:
                         {"m": method, "collection": collection}).scalar()
 
 
-def count_images(conn: Connection, spec: ModelSpec, method: str) -> int:
-    """Images with a whole-image ``method`` row in the model's table (every collection)."""
-    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m AND region = 0"),
-                        {"m": method}).scalar()
+def count_images(conn: Connection, spec: ModelSpec, method: str, collection: int | None = None) -> int:
+    """Images with a whole-image ``method`` row in the model's table (of one collection, or all)."""
+    return conn.execute(text(f"SELECT count(*) FROM {spec.table} WHERE method = :m AND region = 0"
+                             + _in_collection(collection)), {"m": method, "collection": collection}).scalar()
 
 
 def ids_without(conn: Connection, spec: ModelSpec, source: str, target: str, collection: int | None = None) -> list[int]:

@@ -30,6 +30,12 @@ def whitening_version(conn: Connection, collection: int, model: str, method: str
                         {"c": collection, "model": model, "method": method}).scalar()
 
 
+def fitted_images(conn: Connection, collection: int, model: str, method: str) -> int | None:
+    """How many images the current fit was computed on (None: not fitted)."""
+    return conn.execute(text(f"SELECT n_images FROM whitening WHERE {_KEY}"),
+                        {"c": collection, "model": model, "method": method}).scalar()
+
+
 def load_whitening(conn: Connection, collection: int, model: str,
                    method: str) -> tuple[int, np.ndarray, np.ndarray] | None:
     """(version, mean, projection) or None."""
