@@ -9,6 +9,7 @@ from app.collection.graph import GraphError, build_graph
 from app.collection.whitening import WhiteningError, whiten_collection
 from app.describe.methods import get_method
 from app.evaluation.evaluate import EvaluationError, evaluate
+from app.files.labels import read_labels
 from app.retrieval.query import stored_query
 from app.retrieval.rerank import direct_scores
 from app.retrieval.search import similar
@@ -128,3 +129,38 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
     assert len(perfect) == result.perfect_queries() == 18, "every query ranks its whole page first"
     hits = similar(folder / "1.jpg", LITE0.name, k=18, method="gem+sift", engine=engine).hits
     assert all(h.score is not None for h in hits[1:9])
+
+
+def test_new_rows_reach_the_older_rows_they_touch(engine, lite0_embedders, calendar, tmp_path):
+    """Images added later appear in the older images' rows without a rebuild: each new edge
+    (new -> old) is written into the old row too, with its score; same-page edges come out as a
+    full build gives them (every photo of a page verifies the 8 others)."""
+    folder, labels = calendar
+    part = tmp_path / "photos"
+    part.mkdir()
+    names = sorted(p.name for p in folder.glob("*.jpg"))
+    for name in names[::2]:
+        (part / name).write_bytes((folder / name).read_bytes())
+    method, pages = get_method("gem+sift"), read_labels(labels)
+    first = ingestor(engine, [LITE0], method, embedders=lite0_embedders, graph=True).run(part, pages)
+    for name in names[1::2]:
+        (part / name).write_bytes((folder / name).read_bytes())
+    second = ingestor(engine, [LITE0], method, embedders=lite0_embedders, graph=True).run(part, pages)
+    assert first.graph[0]["images"] == second.graph[0]["images"] == 9
+    assert second.graph[0]["older_rows"] > 0
+    with engine.connect() as conn:
+        labels_by_id = dict(conn.execute(text("SELECT image_id, label FROM files")).all())
+        rows = load_graph(conn, LITE0.name, "sift", list(labels_by_id))
+    old = {i for i, row in rows.items() if i in _ids_of(engine, names[::2])}
+    for new in set(rows) - old:
+        for neighbour, score in rows[new].items():
+            if neighbour in old:
+                assert rows[neighbour][new] == pytest.approx(score)
+    same_page = sum(labels_by_id[a] == labels_by_id[b] and a != b for a, row in rows.items() for b in row)
+    assert same_page == 18 * 8
+
+
+def _ids_of(engine, names: list[str]) -> set[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT image_id, path FROM files")).all()
+    return {i for i, path in rows if path.rsplit("/", 1)[-1] in names}

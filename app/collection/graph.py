@@ -5,8 +5,11 @@ background weighting) and its verified neighbours are stored with their scores. 
 the verified candidates' rows expand the query (``app.retrieval.rerank.through_graph``): an
 image that verifies strongly against the query's best matches rises even where the query
 itself matched it weakly or not at all (another side of the same item, another page under
-different light). Rows of images added later are computed by the next run; ``rebuild``
-recomputes every row so old rows list the new images too.
+different light). Rows of images added later are computed by the next run, and each of their
+edges (new -> old, score) is written into the old image's row too (the same correspondences
+seen from the other side), so older rows list the images added after them at the cost of the
+new rows alone; ``rebuild`` recomputes every row (an ingest does after a whitening fit, since
+the shortlists change).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from app.retrieval.query import effective_method, stored_query
 from app.retrieval.rerank import SharedWork, direct_scores
 from app.retrieval.shortlist import warn_if_unindexed
 from app.store.collections import Collection
-from app.store.graph import graph_ids, verifiable_ids, write_graph
+from app.store.graph import graph_ids, load_graph, verifiable_ids, write_graph
 from app.store.locks import job_lock
 from app.store.retry import with_retry
 from app.store.scope import Scope
@@ -58,19 +61,37 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
                 warn_if_unindexed(conn, spec, method)
         ids = [i for i in ids if i not in done]
         edges = finished = 0
+        older: set[int] = set()
         for rows in (placement or local_rows)(engine, collection.id, spec, method, ids):
-            with_retry(lambda: _write(engine, spec, kind, rows))
+            older |= with_retry(lambda: _write(engine, spec, kind, rows, done))
             edges += sum(len(row) for _, row in rows)
             finished += len(rows)
             if progress:
                 progress(finished, len(ids))
     return {"collection": collection.name, "model": spec.name, "kind": kind, "method": method.canonical,
-            "images": len(ids), "edges": edges}
+            "images": len(ids), "edges": edges, "older_rows": len(older)}
 
 
-def _write(engine: Engine, spec: ModelSpec, kind: str, rows: list[Row]) -> None:
+def _write(engine: Engine, spec: ModelSpec, kind: str, rows: list[Row], kept: set[int]) -> set[int]:
+    """The rows, and their edges into rows this job keeps (``kept``) written there too; returns
+    the kept rows that gained an edge."""
+    reverse = reverse_edges(rows, kept)
     with engine.begin() as conn:
         write_graph(conn, spec.name, kind, rows)
+        if reverse:
+            stored = load_graph(conn, spec.name, kind, list(reverse))
+            write_graph(conn, spec.name, kind, [(b, {**edges, **stored.get(b, {})}) for b, edges in reverse.items()])
+    return set(reverse)
+
+
+def reverse_edges(rows: list[Row], kept: set[int]) -> dict[int, dict[int, float]]:
+    """Each edge (a -> b, score) of ``rows`` as b -> a, where b's row is kept."""
+    out: dict[int, dict[int, float]] = {}
+    for a, row in rows:
+        for b, score in row.items():
+            if b in kept:
+                out.setdefault(b, {})[a] = score
+    return out
 
 
 def local_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
