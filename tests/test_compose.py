@@ -27,9 +27,9 @@ def test_database_service_is_pg18_with_pgvector_08_healthcheck_and_volume():
     assert volume[0] in compose["volumes"] and volume[1].startswith("/var/lib/postgresql")
 
 
-def test_app_service_points_database_url_at_the_db_service(monkeypatch):
+def test_web_service_points_database_url_at_the_db_service(monkeypatch):
     compose = _compose()
-    app, db = compose["services"]["app"], compose["services"]["db"]
+    app, db = compose["services"]["web"], compose["services"]["db"]
     assert app["depends_on"]["db"]["condition"] == "service_healthy"
     env = app["environment"]
     monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
@@ -47,11 +47,21 @@ def test_app_service_points_database_url_at_the_db_service(monkeypatch):
     assert {"/data/photos", "/weights"} <= mounts
 
 
+def test_web_service_serves_with_a_token_a_health_check_and_read_only_photos():
+    web = _compose()["services"]["web"]
+    assert web["command"][:3] == ["serve", "--host", "0.0.0.0"] and "127.0.0.1:8000:8000" in web["ports"]
+    assert web["environment"]["IMGSIM_API_TOKEN"].startswith("${IMGSIM_API_TOKEN:?")  # no token, no start
+    assert "/api/health" in " ".join(web["healthcheck"]["test"])
+    assert any(v.endswith(":/data/photos:ro") for v in web["volumes"])
+    assert '".[serve]"' in (ROOT / "Dockerfile").read_text()
+
+
 def test_image_migrates_on_start():
     dockerfile = (ROOT / "Dockerfile").read_text()
     entry = (ROOT / "docker" / "entrypoint.sh").read_text()
     assert "ENTRYPOINT" in dockerfile and "requirements-weights.txt" in dockerfile
     assert entry.index("imgsim db upgrade") < entry.index('exec imgsim "$@"')
+    assert '[ "$1" = "imgsim" ] && shift' in entry  # `docker compose run --rm web imgsim ingest ...` works
 
 
 @pytest.mark.slow

@@ -262,3 +262,24 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind (anything but localhost needs IMGSIM_API_TOKEN).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+):
+    """Run the HTTP API (OpenAPI at /docs) and the web pages: search, match view, duplicates."""
+    try:
+        import uvicorn
+
+        from app.web.server import create_app
+    except ImportError:
+        fail("imgsim serve needs the web extra: pip install 'imgsim[serve]'")
+    if host not in LOOPBACK and not get_settings().api_token:
+        fail(f"binding {host} exposes the photos: set IMGSIM_API_TOKEN (clients send Authorization: Bearer TOKEN)")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")

@@ -160,11 +160,24 @@ def _degenerate(h: np.ndarray) -> bool:
 def verify(q: Prepared, d: Prepared, matches: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Indices of the query keypoints that are homography inliers against ``d`` (empty when none);
     ``matches``: the pair's tentative matches when they are known already."""
+    return inlier_matches(q, d, matches)[0]
+
+
+def inlier_matches(q: Prepared, d: Prepared,
+                   matches: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The homography's inlier correspondences as (query keypoint indices, their matches in ``d``)."""
     qi, ti = tentative_matches(q, d) if matches is None else matches
     if len(qi) < 8:
-        return np.zeros(0, int)
+        return _NO_MATCHES
     h, mask = cv2.findHomography(q.points[qi], d.points[ti], cv2.USAC_MAGSAC, REPROJECTION_PX,
                                  maxIters=2000, confidence=0.999)
     if h is None or mask is None or _degenerate(h):
-        return np.zeros(0, int)
-    return qi[mask.ravel().astype(bool)]
+        return _NO_MATCHES
+    keep = mask.ravel().astype(bool)
+    return qi[keep], ti[keep]
+
+
+def frame_size(width: int, height: int) -> tuple[float, float]:
+    """The size of the image local features are extracted from (keypoint coordinates are in it)."""
+    scale = min(1.0, LONGEST_SIDE / max(width, height))
+    return width * scale, height * scale

@@ -71,3 +71,15 @@ def list_failures(conn: Connection, collection: int | None = None) -> list[dict]
                              "WHERE CAST(:c AS integer) IS NULL OR x.collection_id = :c ORDER BY x.failed_at, x.id"),
                         {"c": collection})
     return [dict(r._mapping) for r in rows]
+
+
+def image_record(conn: Connection, image_id: int) -> dict | None:
+    """One stored image: its collection, content hash, size and every file holding it (path,
+    bytes, label), or None."""
+    row = conn.execute(text("SELECT i.id, c.name AS collection, i.sha256, i.width, i.height FROM images i "
+                            "JOIN collections c ON c.id = i.collection_id WHERE i.id = :i"), {"i": image_id}).first()
+    if row is None:
+        return None
+    files = conn.execute(text("SELECT path, size, label FROM files WHERE image_id = :i ORDER BY path"),
+                         {"i": image_id}).all()
+    return {**row._asdict(), "files": [f._asdict() for f in files]}

@@ -1,0 +1,206 @@
+"""``imgsim serve``: the JSON API and the pages, over ``app.api``, with the network loaded once.
+
+Every answer to a bad request is a 4xx JSON object ``{"error": "..."}`` (one line, never a
+traceback). Image bytes are served only for stored images, by id, from the paths the database
+holds; no path taken from a request is ever opened. An uploaded photo goes to a temporary file
+of the server's own, with the same byte and pixel limits as ingest. With a token configured
+(``IMGSIM_API_TOKEN``; required off localhost) every request must carry it.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
+from sqlalchemy import Engine
+
+from app import api
+from app.collection.whitening import WhiteningError
+from app.config import get_settings
+from app.describe.methods import DEFAULT_METHOD, UnknownMethod
+from app.describe.registry import UnknownModel
+from app.files.images import ImageError
+from app.retrieval.hits import Hit
+from app.retrieval.query import NothingStored, QueryError
+from app.store.collections import DEFAULT_COLLECTION, CollectionError
+from app.web import views
+
+log = logging.getLogger("imgsim")
+HERE = Path(__file__).parent
+UPLOAD_CHUNK = 1 << 20
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+
+
+# Errors of the layers below, as (status, message) for the client.
+CLIENT_ERRORS = [
+    (NothingStored, 404), (QueryError, 400), (CollectionError, 404), (UnknownModel, 400), (UnknownMethod, 400),
+    (ImageError, 400), (WhiteningError, 409), (views.NotFound, 404), (ValueError, 400),
+]
+
+
+def hit_json(h: Hit) -> dict:
+    return {"id": h.image_id, "path": h.path, "paths": list(h.paths), "label": h.label,
+            "distance": round(h.distance, 6), "inliers": h.inliers,
+            "score": None if h.score is None else round(h.score, 4), "verified": h.score is not None}
+
+
+def create_app(engine: Engine | None = None, token: str | None = None) -> FastAPI:
+    """The application; ``engine``: the database (default: the configured one); ``token``: what
+    every request must carry (default: IMGSIM_API_TOKEN; None: nothing)."""
+    settings = get_settings()
+    token = token if token is not None else settings.api_token
+    app = FastAPI(title="imgsim", description="Image similarity search on PostgreSQL + pgvector")
+    templates = Jinja2Templates(directory=HERE / "templates")
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    store = views.Views(engine, settings)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException):  # unknown routes, wrong verbs
+        return error(exc.status_code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path"))
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    def client_error(status: int):
+        async def handler(_request: Request, exc: Exception):
+            return error(status, exc)  # each says itself in one line (the KeyErrors of names too)
+        return handler
+
+    for kind, status in CLIENT_ERRORS:
+        app.add_exception_handler(kind, client_error(status))
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, exc: Exception):
+        log.error("internal error: %s: %s", type(exc).__name__, exc)
+        return error(500, f"internal error ({type(exc).__name__}); see the server's log")
+
+    @app.middleware("http")
+    async def _token(request: Request, call_next):
+        if token and request.url.path not in ("/api/health",):
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
+                or request.cookies.get("imgsim_token", "") or request.query_params.get("token", "")
+            if not secrets.compare_digest(given.encode(), token.encode()):
+                return error(401, "a valid token is required (Authorization: Bearer TOKEN)")
+        response = await call_next(request)
+        if token and request.query_params.get("token") == token:  # a page opened with ?token= keeps it
+            response.set_cookie("imgsim_token", token, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/api/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/api/collections")
+    def collections() -> list[dict]:
+        return api.collections(engine=store.engine)
+
+    @app.get("/api/search")
+    def search_stored(id: int = Query(ge=1), model: str | None = None, method: str = DEFAULT_METHOD,
+                      collection: str = DEFAULT_COLLECTION, k: int = Query(10, ge=1, le=200),
+                      max_distance: float | None = Query(None, ge=0, le=2)) -> dict:
+        return answer_json(api.search(id, model, k, method, collection, max_distance=max_distance,
+                                      engine=store.engine))
+
+    @app.post("/api/search")
+    def search_upload(file: UploadFile = File(...), model: str | None = Form(None),
+                      method: str = Form(DEFAULT_METHOD), collection: str = Form(DEFAULT_COLLECTION),
+                      k: int = Form(10, ge=1, le=200), max_distance: float | None = Form(None, ge=0, le=2)) -> dict:
+        with upload(file, settings.max_file_bytes) as path:
+            return answer_json(api.search(path, model, k, method, collection, max_distance=max_distance,
+                                          engine=store.engine))
+
+    @app.get("/api/images/{image_id}")
+    def image(image_id: int) -> dict:
+        return store.record(image_id)
+
+    @app.get("/api/images/{image_id}/thumbnail")
+    def thumbnail(image_id: int, size: int = Query(256, ge=32, le=1024)):
+        return FileResponse(store.thumbnail(image_id, size), media_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/images/{image_id}/matches/{other_id}")
+    def matches(image_id: int, other_id: int, method: str = DEFAULT_METHOD) -> dict:
+        return store.matches(image_id, other_id, method)
+
+    @app.get("/api/duplicates")
+    def duplicates(collection: str = DEFAULT_COLLECTION, model: str | None = None, method: str = DEFAULT_METHOD,
+                   threshold: float = Query(0.1, ge=0, le=1)) -> dict:
+        return {"groups": api.duplicates(model, method, threshold, store.engine, collection),
+                "exact": api.exact_copies(store.engine, collection)}
+
+    @app.get("/api/failures")
+    def failures(collection: str | None = None) -> list[dict]:
+        return store.failures(collection)
+
+    @app.get("/", response_class=HTMLResponse)
+    def search_page(request: Request):
+        return templates.TemplateResponse(request, "search.html", {"collections": store.collection_names()})
+
+    @app.get("/match/{image_id}/{other_id}", response_class=HTMLResponse)
+    def match_page(request: Request, image_id: int, other_id: int, method: str = DEFAULT_METHOD):
+        return templates.TemplateResponse(request, "match.html", {
+            "a": store.record(image_id), "b": store.record(other_id), "method": method})
+
+    @app.get("/duplicates", response_class=HTMLResponse)
+    def duplicates_page(request: Request, collection: str = DEFAULT_COLLECTION,
+                        threshold: float = Query(0.1, ge=0, le=1)):
+        groups = api.duplicates(None, DEFAULT_METHOD, threshold, store.engine, collection)
+        return templates.TemplateResponse(request, "duplicates.html", {
+            "groups": [[store.record(m["id"]) for m in g] for g in groups], "collection": collection,
+            "threshold": threshold, "collections": store.collection_names()})
+
+    return app
+
+
+def answer_json(answer) -> dict:
+    return {"model": answer.model, "method": answer.method, "resolved": answer.resolved,
+            "collection": answer.collection, "hits": [hit_json(h) for h in answer.hits]}
+
+
+class upload:
+    """An uploaded file in a temporary file of the server's own (removed after), read in chunks
+    and refused past ``limit`` bytes."""
+
+    def __init__(self, file: UploadFile, limit: int):
+        self.file, self.limit = file, limit
+
+    def __enter__(self) -> Path:
+        self.temp = tempfile.NamedTemporaryFile(prefix="imgsim-upload-", suffix=".img", delete=False)
+        size = 0
+        with self.temp as out:
+            while chunk := self.file.file.read(UPLOAD_CHUNK):
+                size += len(chunk)
+                if size > self.limit:
+                    self.__exit__()
+                    raise ApiError(413, f"upload too large: more than {self.limit} bytes (IMGSIM_MAX_FILE_BYTES)")
+                out.write(chunk)
+        if size == 0:
+            self.__exit__()
+            raise ApiError(400, "empty upload")
+        return Path(self.temp.name)
+
+    def __exit__(self, *_exc) -> None:
+        Path(self.temp.name).unlink(missing_ok=True)

@@ -1,0 +1,98 @@
+"""What the server shows of stored images: records, thumbnails made once and kept on disk, and
+the verified correspondences between two images. Files are opened only at the paths the
+database holds for an image id."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import Engine
+
+from app import api
+from app.config import Settings
+from app.describe.local import Prepared, frame_size, inlier_matches
+from app.describe.methods import get_method
+from app.files.images import ImageError, load_image
+from app.store.collections import collection_names, get_collection
+from app.store.db import get_engine
+from app.store.images import image_record, list_failures
+from app.store.local import load_local
+
+MAX_LINES = 400  # correspondences drawn in a match view
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Views:
+    def __init__(self, engine: Engine | None, settings: Settings):
+        self._engine, self.settings = engine, settings
+        self.thumbnails = settings.home / "thumbnails"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = get_engine()
+            api.collections(engine=self._engine)  # migrated to head once
+        return self._engine
+
+    def record(self, image_id: int) -> dict:
+        with self.engine.connect() as conn:
+            found = image_record(conn, image_id)
+        if found is None:
+            raise NotFound(f"image {image_id} is not stored")
+        return found
+
+    def collection_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return collection_names(conn)
+
+    def failures(self, collection: str | None) -> list[dict]:
+        with self.engine.connect() as conn:
+            where = get_collection(conn, collection).id if collection else None
+            return [{**f, "failed_at": f["failed_at"].isoformat()} for f in list_failures(conn, where)]
+
+    def thumbnail(self, image_id: int, size: int) -> Path:
+        """The image's thumbnail (longest side ``size``), made from its first readable file once."""
+        found = self.record(image_id)
+        path = self.thumbnails / f"{found['sha256']}-{size}.jpg"
+        if path.is_file():
+            return path
+        image = self._first_readable(found, size)
+        image.thumbnail((size, size), Image.LANCZOS)
+        self.thumbnails.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{image_id}.part")
+        image.save(partial, "JPEG", quality=85)
+        partial.replace(path)  # whole or absent, whatever a concurrent request does
+        return path
+
+    def _first_readable(self, found: dict, size: int) -> Image.Image:
+        for f in found["files"]:
+            try:
+                return load_image(Path(f["path"]), self.settings.max_pixels, self.settings.max_file_bytes,
+                                  min_side=size, longest=size)
+            except (ImageError, OSError):
+                continue
+        raise NotFound(f"image {found['id']}: none of its files can be read now")
+
+    def matches(self, image_id: int, other_id: int, method: str) -> dict:
+        """The verified correspondences of two images, as lines between points given in [0, 1]
+        of each image's width and height."""
+        meth = get_method(method)
+        if meth.local is None:
+            raise ValueError(f"method {meth.name} does not verify: use one with +sift or +orb")
+        a, b = self.record(image_id), self.record(other_id)
+        with self.engine.connect() as conn:
+            features = load_local(conn, meth.local.name, [image_id, other_id])
+        if image_id not in features or other_id not in features:
+            raise NotFound(f"no {meth.local.name} features stored for image "
+                           f"{image_id if image_id not in features else other_id}")
+        qa, qb = Prepared(features[image_id], meth.local), Prepared(features[other_id], meth.local)
+        ia, ib = inlier_matches(qa, qb)
+        pa = qa.points[ia] / np.float32(frame_size(a["width"], a["height"]))
+        pb = qb.points[ib] / np.float32(frame_size(b["width"], b["height"]))
+        lines = np.hstack([pa, pb])[:MAX_LINES].round(4).tolist()
+        return {"a": image_id, "b": other_id, "kind": meth.local.name, "inliers": len(ia),
+                "keypoints": [len(qa), len(qb)], "lines": lines}

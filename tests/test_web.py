@@ -1,0 +1,184 @@
+"""The HTTP API and pages of ``imgsim serve`` (FastAPI's TestClient) over a real database with the
+calendar photos ingested by the default method: searches, records, thumbnails, the verified
+correspondences, duplicates, and every kind of bad request answered as a 4xx JSON error."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.badinput import bomb_png
+from tests.helpers import LITE0, fresh_database, ingest_lite0
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(pg_uri, lite0_embedders, calendar):
+    from app.store import migrate
+    from app.store.db import get_engine
+    from app.web.server import create_app
+
+    folder, labels = calendar
+    with pytest.MonkeyPatch.context() as patch, fresh_database(pg_uri, patch):
+        migrate.upgrade("head")
+        engine = get_engine()
+        report = ingest_lite0(engine, lite0_embedders, folder, labels, "gem+sift")
+        from app.collection.graph import build_graph
+        from app.describe.methods import get_method
+        from tests.helpers import collection
+
+        build_graph(engine, collection(engine), LITE0, get_method("gem+sift"))
+        assert report.new_images == 18
+        yield TestClient(create_app(engine)), engine, folder
+
+
+def _ids_by_name(engine) -> dict[str, int]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return {Path(p).name: i for p, i in conn.execute(text("SELECT path, image_id FROM files"))}
+
+
+def test_a_search_by_upload_ranks_the_photos_of_the_same_page_first_and_verified(served):
+    client, engine, folder = served
+    photo = Image.open(folder / "1.jpg")
+    new = io.BytesIO()  # a new photo of January: cropped and re-encoded, so not a stored content
+    photo.crop((8, 6, photo.width - 10, photo.height - 4)).save(new, "JPEG", quality=80)
+    answer = client.post("/api/search", files={"file": ("photo.jpg", new.getvalue(), "image/jpeg")},
+                         data={"k": "12"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["resolved"] == "gem+sift" and result["collection"] == "default"
+    top = result["hits"][:9]
+    assert {Path(h["path"]).stem for h in top} == {str(i) for i in range(1, 10)}
+    assert all(h["verified"] and h["inliers"] >= 10 for h in top), top
+
+
+def test_a_search_by_stored_id_and_its_distance_cut_off(served):
+    client, engine, _ = served
+    ids = _ids_by_name(engine)
+    full = client.get("/api/search", params={"id": ids["10.jpg"], "k": 18}).json()["hits"]
+    assert len(full) == 18 and full[0]["id"] == ids["10.jpg"]
+    cut = sorted(h["distance"] for h in full)[5]
+    within = client.get("/api/search", params={"id": ids["10.jpg"], "k": 18, "max_distance": cut}).json()["hits"]
+    assert within and all(h["distance"] <= cut for h in within) and len(within) < 18
+
+
+def test_records_thumbnails_made_once_and_the_correspondences_of_a_pair(served):
+    from app.config import get_settings
+
+    client, engine, folder = served
+    ids = _ids_by_name(engine)
+    record = client.get(f"/api/images/{ids['2.jpg']}").json()
+    assert record["files"][0]["path"] == str(folder / "2.jpg") and record["width"] > 0
+    thumb = client.get(f"/api/images/{ids['2.jpg']}/thumbnail", params={"size": 128})
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) == 128
+    cached = get_settings().home / "thumbnails" / f"{record['sha256']}-128.jpg"
+    assert cached.read_bytes() == thumb.content  # made once, then read from disk
+    pair = client.get(f"/api/images/{ids['2.jpg']}/matches/{ids['3.jpg']}").json()
+    assert pair["inliers"] >= 10 and len(pair["lines"]) == min(pair["inliers"], 400)
+    assert all(0 <= v <= 1 for line in pair["lines"] for v in line)
+    other_page = client.get(f"/api/images/{ids['2.jpg']}/matches/{ids['12.jpg']}").json()
+    assert other_page["inliers"] < pair["inliers"]
+
+
+def test_duplicates_failures_collections_and_the_pages(served):
+    client, engine, _ = served
+    ids = _ids_by_name(engine)
+    assert client.get("/api/duplicates").json().keys() == {"groups", "exact"}
+    assert client.get("/api/collections").json()[0]["images"] == 18
+    assert client.get("/api/failures").json() == []
+    assert "Which photos show this same thing?" in client.get("/").text
+    page = client.get(f"/match/{ids['2.jpg']}/{ids['3.jpg']}")
+    assert page.status_code == 200 and f"/api/images/{ids['3.jpg']}/thumbnail" in page.text
+    assert client.get("/duplicates", params={"threshold": 0.3}).status_code == 200
+    assert "/api/search" in client.get("/openapi.json").json()["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def _upload(client, content: bytes, name: str = "x.jpg"):
+    return client.post("/api/search", files={"file": (name, content, "image/jpeg")})
+
+
+@pytest.mark.parametrize("content, status, message", [
+    (b"", 400, "empty upload"),
+    (b"hello, not a jpeg", 400, "not a recognised image format"),
+    (bomb_png(), 400, "too many pixels"),
+])
+def test_bad_uploads_are_one_line_json_errors(served, content, status, message):
+    answer = _upload(served[0], content)
+    assert answer.status_code == status and message in answer.json()["error"]
+    assert "Traceback" not in answer.text
+
+
+def test_a_truncated_upload_and_one_over_the_byte_limit(served, monkeypatch):
+    from app.config import get_settings
+    from app.web.server import create_app
+
+    client, engine, folder = served
+    good = (folder / "4.jpg").read_bytes()
+    truncated = _upload(client, good[: len(good) // 3])
+    assert truncated.status_code == 400 and truncated.json()["error"]
+    monkeypatch.setenv("IMGSIM_MAX_FILE_BYTES", "1000")
+    get_settings.cache_clear()
+    try:
+        small = TestClient(create_app(engine))
+        too_large = _upload(small, good)
+        assert too_large.status_code == 413 and "more than 1000 bytes" in too_large.json()["error"]
+    finally:
+        monkeypatch.delenv("IMGSIM_MAX_FILE_BYTES")
+        get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("path, params, status, message", [
+    ("/api/images/999999", {}, 404, "image 999999 is not stored"),
+    ("/api/images/999999/thumbnail", {}, 404, "not stored"),
+    ("/api/images/abc", {}, 422, "image_id"),
+    ("/api/images/..%2F..%2Fetc%2Fpasswd/thumbnail", {}, 404, "not found"),
+    ("/api/search", {"id": 999999}, 400, "not stored in this collection"),
+    ("/api/search", {"id": 1, "collection": "../../etc"}, 404, "collection"),
+    ("/api/search", {"id": 1, "model": "x'; DROP TABLE images; --"}, 400, "unknown model"),
+    ("/api/search", {"id": 1, "method": "gem+evil"}, 400, "method"),
+    ("/api/search", {"id": 1, "k": 0}, 422, "k"),
+    ("/api/images/1/matches/2", {"method": "gem"}, 400, "does not verify"),
+    ("/api/failures", {"collection": "nope"}, 404, "nope"),
+])
+def test_unknown_ids_and_hostile_names_are_4xx_json(served, path, params, status, message):
+    answer = served[0].get(path, params=params)
+    assert answer.status_code == status, answer.text
+    assert message.lower() in answer.json()["error"].lower()
+
+
+def test_no_file_outside_the_stored_images_can_be_read(served):
+    client = served[0]
+    for path in ("/static/../../config.py", "/static/%2e%2e/%2e%2e/config.py", "/api/images/1/thumbnail/../../../x"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and answer.json() == {"error": "Not Found"}
+
+
+def test_a_token_is_required_when_one_is_set(served):
+    from app.web.server import create_app
+
+    locked = TestClient(create_app(served[1], token="s3cret"))
+    assert locked.get("/api/health").status_code == 200
+    refused = locked.get("/api/collections")
+    assert refused.status_code == 401 and "token" in refused.json()["error"]
+    assert locked.get("/api/collections", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert locked.get("/api/collections", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    page = locked.get("/", params={"token": "s3cret"})
+    assert page.status_code == 200 and locked.get("/api/collections").status_code == 200  # the cookie it set
+
+
+def test_serving_beyond_localhost_without_a_token_is_refused():
+    run = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--host", "0.0.0.0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "IMGSIM_API_TOKEN": ""})
+    assert run.returncode == 1 and "set IMGSIM_API_TOKEN" in run.stderr
