@@ -182,3 +182,62 @@ def test_serving_beyond_localhost_without_a_token_is_refused():
                          capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "IMGSIM_API_TOKEN": ""})
     assert run.returncode == 1 and "set IMGSIM_API_TOKEN" in run.stderr
+
+
+def _chromium() -> str:
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("no chromium: the browser test drives Debian's chromium (scripts/setup installs it with "
+                    "apt-get where it can)")
+    return found
+
+
+def test_the_pages_in_a_real_browser(served, tmp_path):
+    """Headless Chromium: upload a photo, see ranked thumbnails, go to "more like this", open the
+    match view with its correspondence lines, open the duplicates page. Screenshots in out/."""
+    import threading
+
+    import uvicorn
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.web.server import create_app
+
+    client, engine, folder = served
+    config = uvicorn.Config(create_app(engine), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    from tests.helpers import wait_for
+
+    wait_for(lambda: server.started, 60, "the server to start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    shots = ROOT / "out"
+    shots.mkdir(exist_ok=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.set_input_files("input[type=file]", str(folder / "12.jpg"))
+            hits = page.locator("#results figure.hit")
+            expect(hits.first).to_be_visible(timeout=60_000)
+            assert hits.count() >= 9 and page.locator("#results figure.hit.verified").count() >= 9
+            page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.screenshot(path=str(shots / "search.png"), full_page=True)
+            hits.nth(1).locator("a.more").click()
+            expect(page.locator("#results a.why").first).to_be_visible(timeout=60_000)
+            page.locator("#results a.why").first.click()
+            expect(page.locator("#verdict")).to_contain_text("verified correspondences", timeout=60_000)
+            inliers = int(page.locator("#verdict").inner_text().split()[0])
+            assert inliers >= 10, page.locator("#verdict").inner_text()
+            page.wait_for_function(f"document.querySelectorAll('.match svg line').length == {min(inliers, 400)}")
+            page.screenshot(path=str(shots / "match.png"), full_page=True)
+            page.goto(f"http://127.0.0.1:{port}/duplicates?threshold=0.3")
+            expect(page.locator("h1")).to_contain_text("Duplicate groups")
+            page.screenshot(path=str(shots / "duplicates.png"), full_page=True)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
