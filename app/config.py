@@ -81,6 +81,7 @@ KNOBS: dict[str, Knob] = {
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
     "api_token": Knob(("IMGSIM_API_TOKEN",), str),
+    "allowed_roots": Knob(("IMGSIM_ALLOWED_ROOTS",), lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), ()),
 }
 
 
@@ -102,6 +103,7 @@ class Settings:
     index_memory_mb: int  # the most an HNSW build may use (maintenance_work_mem)
     index_workers: int  # parallel maintenance workers beside the building session
     api_token: str | None  # what `imgsim serve` requires of every request (needed off localhost)
+    allowed_roots: tuple[Path, ...]  # folders under which the server may ingest (none: it may not)
 
     @property
     def pgdata(self) -> Path:

@@ -241,3 +241,40 @@ def test_the_pages_in_a_real_browser(served, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_an_ingest_of_a_server_folder_only_under_the_allowed_roots_with_progress(served, tmp_path, monkeypatch):
+    from app.config import get_settings
+    from app.web.server import create_app
+    from tests.helpers import make_images, wait_for
+
+    client, engine, _ = served
+    refused = client.post("/api/ingest", json={"folder": str(tmp_path)})
+    assert refused.status_code == 403 and "IMGSIM_ALLOWED_ROOTS" in refused.json()["error"]
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    make_images(root / "photos", ["a.jpg", "b.png", "c.jpg"])
+    (root / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    make_images(outside, ["secret.jpg"])
+    (root / "escape").symlink_to(outside)
+    monkeypatch.setenv("IMGSIM_ALLOWED_ROOTS", str(root))
+    get_settings.cache_clear()
+    try:
+        server = TestClient(create_app(engine))
+    finally:
+        monkeypatch.delenv("IMGSIM_ALLOWED_ROOTS")
+        get_settings.cache_clear()
+    for folder, status in ((outside, 403), (root / "escape", 403), (root / "missing", 404), ("/", 403)):
+        answer = server.post("/api/ingest", json={"folder": str(folder), "collection": "server"})
+        assert answer.status_code == status, (folder, answer.text)
+    started = server.post("/api/ingest", json={"folder": str(root / "photos"), "collection": "server",
+                                               "method": "global"})
+    assert started.status_code == 202 and started.json()["state"] == "running"
+    job = started.json()["id"]
+    assert server.post("/api/ingest", json={"folder": str(root), "collection": "server"}).status_code == 409
+    done = wait_for(lambda: (j := server.get(f"/api/ingest/{job}").json())["state"] != "running" and j, 300,
+                    "the ingest job")
+    assert done["state"] == "done" and (done["report"]["new"], len(done["report"]["failed"])) == (3, 1)
+    assert done["done"] == done["total"] == 4
+    assert server.get("/api/ingest/99").status_code == 404
+    page = server.get("/collections").text
+    assert "server" in page and "broken.jpg" in page and f"job {job}" in page

@@ -13,7 +13,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Body, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +30,7 @@ from app.files.images import ImageError
 from app.retrieval.hits import Hit
 from app.retrieval.query import NothingStored, QueryError
 from app.store.collections import DEFAULT_COLLECTION, CollectionError
+from app.web import jobs as ingest_jobs
 from app.web import views
 
 log = logging.getLogger("imgsim")
@@ -50,7 +51,8 @@ def error(status: int, message: str) -> JSONResponse:
 # Errors of the layers below, as (status, message) for the client.
 CLIENT_ERRORS = [
     (NothingStored, 404), (QueryError, 400), (CollectionError, 404), (UnknownModel, 400), (UnknownMethod, 400),
-    (ImageError, 400), (WhiteningError, 409), (views.NotFound, 404), (ValueError, 400),
+    (ImageError, 400), (WhiteningError, 409), (LookupError, 404), (ingest_jobs.Forbidden, 403),
+    (ingest_jobs.Busy, 409), (FileNotFoundError, 404), (ValueError, 400),
 ]
 
 
@@ -69,6 +71,7 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
     templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     store = views.Views(engine, settings)
+    jobs = ingest_jobs.Jobs(lambda: store.engine, settings.allowed_roots)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
@@ -151,6 +154,19 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
         return {"groups": api.duplicates(model, method, threshold, store.engine, collection),
                 "exact": api.exact_copies(store.engine, collection)}
 
+    @app.post("/api/ingest", status_code=202)
+    def start_ingest(folder: str = Body(..., max_length=4096), collection: str = Body(DEFAULT_COLLECTION),
+                     method: str = Body(DEFAULT_METHOD)) -> dict:
+        return jobs.start(folder, collection, method).as_dict()
+
+    @app.get("/api/ingest")
+    def ingest_jobs_list() -> list[dict]:
+        return [j.as_dict() for j in jobs.jobs.values()]
+
+    @app.get("/api/ingest/{job_id}")
+    def ingest_job(job_id: int) -> dict:
+        return jobs.get(job_id).as_dict()
+
     @app.get("/api/failures")
     def failures(collection: str | None = None) -> list[dict]:
         return store.failures(collection)
@@ -163,6 +179,12 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
     def match_page(request: Request, image_id: int, other_id: int, method: str = DEFAULT_METHOD):
         return templates.TemplateResponse(request, "match.html", {
             "a": store.record(image_id), "b": store.record(other_id), "method": method})
+
+    @app.get("/collections", response_class=HTMLResponse)
+    def collections_page(request: Request):
+        return templates.TemplateResponse(request, "collections.html", {
+            "collections": api.collections(engine=store.engine), "jobs": list(jobs.jobs.values()),
+            "failures": store.failures(None), "can_ingest": bool(settings.allowed_roots)})
 
     @app.get("/duplicates", response_class=HTMLResponse)
     def duplicates_page(request: Request, collection: str = DEFAULT_COLLECTION,

@@ -122,5 +122,29 @@ async function setUpMatch() {
   }
 }
 
+function setUpIngest() {
+  const form = document.getElementById("ingest");
+  if (!form) return;
+  const progress = document.getElementById("progress");
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      const body = JSON.stringify(Object.fromEntries(new FormData(form)));
+      let job = await answerOf(await fetch("/api/ingest", { method: "POST", body, headers: { "Content-Type": "application/json" } }));
+      while (job.state === "running") {
+        progress.textContent = `job ${job.id}: ${job.done}/${job.total ?? "?"} embedded, ${job.verified} verified`;
+        await new Promise((r) => setTimeout(r, 1000));
+        job = await answerOf(await fetch(`/api/ingest/${job.id}`));
+      }
+      progress.textContent = job.state === "done"
+        ? `job ${job.id} done: ${job.report.new} new, ${job.report.skipped} skipped, ${job.report.failed.length} failed`
+        : `job ${job.id} failed: ${job.error}`;
+    } catch (err) {
+      progress.textContent = `error: ${err.message}`;
+    }
+  };
+}
+
 setUpSearch();
 setUpMatch();
+setUpIngest();

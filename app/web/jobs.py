@@ -1,0 +1,94 @@
+"""Ingest jobs started through the server: one at a time, on a thread of their own, with
+progress to poll. Only folders under the configured roots (``IMGSIM_ALLOWED_ROOTS``) can be
+ingested; a folder is checked after resolving links, so none leads outside them."""
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from app import api
+from app.describe.methods import DEFAULT_METHOD
+from app.store.collections import DEFAULT_COLLECTION, check_name
+
+
+class Forbidden(PermissionError):
+    pass
+
+
+class Busy(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    id: int
+    folder: str
+    collection: str
+    method: str
+    state: str = "running"  # running | done | failed
+    done: int = 0
+    total: int | None = None
+    verified: int = 0
+    report: dict | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def allowed_folder(folder: str, roots: tuple[Path, ...]) -> Path:
+    """``folder`` resolved, if it is a folder under one of ``roots`` (else a one-line refusal)."""
+    if not roots:
+        raise Forbidden("ingest through the server is off: set IMGSIM_ALLOWED_ROOTS to the folders it may read")
+    resolved = Path(folder).resolve()
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise Forbidden(f"{folder}: not under an allowed root (IMGSIM_ALLOWED_ROOTS)")
+    if not resolved.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    return resolved
+
+
+class Jobs:
+    def __init__(self, engine_of, roots: tuple[Path, ...]):
+        self.engine_of, self.roots = engine_of, roots
+        self.jobs: dict[int, Job] = {}
+        self.ids = itertools.count(1)
+        self.lock = threading.Lock()
+
+    def start(self, folder: str, collection: str = DEFAULT_COLLECTION, method: str = DEFAULT_METHOD) -> Job:
+        resolved = allowed_folder(folder, self.roots)
+        check_name(collection)
+        with self.lock:
+            if any(j.state == "running" for j in self.jobs.values()):
+                raise Busy("an ingest is running: poll it, then start the next one")
+            job = Job(next(self.ids), str(resolved), collection, method)
+            self.jobs[job.id] = job
+        threading.Thread(target=self._run, args=(job, self.engine_of()), daemon=True, name=f"ingest-{job.id}").start()
+        return job
+
+    def _run(self, job: Job, engine: Engine) -> None:
+        def embedded(done: int, total: int) -> None:
+            job.done, job.total = done, total
+
+        def verified(done: int, _total: int) -> None:
+            job.verified = done
+
+        try:
+            report = api.ingest(job.folder, method=job.method, engine=engine, progress=embedded,
+                                graph_progress=verified, collection=job.collection)
+            job.report, job.state = report.as_dict(), "done"
+        except Exception as exc:  # reported to whoever polls; the server goes on
+            job.error, job.state = " ".join(f"{type(exc).__name__}: {exc}".split()), "failed"
+        job.finished = time.time()
+
+    def get(self, job_id: int) -> Job:
+        if job_id not in self.jobs:
+            raise LookupError(f"no ingest job {job_id}")
+        return self.jobs[job_id]
