@@ -32,6 +32,9 @@ from app.describe.registry import get_model  # noqa: E402
 GMACS = {"efficientnet-lite0": 0.39, "mobilenetv2-tv": 0.30, "resnet50": 4.1, "efficientnetb0": 0.39}
 RANDOM_WEIGHTS = {"resnet50", "efficientnetb0"}  # no offline ImageNet weights: speed only
 BATCH = 16
+SEE_ALSO = ("Also measured: the web service under load, API against the Python call and uploads "
+            "([serve.md](serve.md), `scripts/bench_serve`); the Ray engine against the local one "
+            "([ray.md](ray.md), `scripts/bench_ray`); the database at scale ([scale.md](scale.md)).")
 
 
 def peak_gflops(seconds: float = 2.0) -> float:
@@ -200,6 +203,7 @@ def write(result: dict, path: Path, argv: str) -> None:
                   f"{v['images']} images: ingest {v['ingest_s']} s (network {v['embed_s']} s, the rest decoding, "
                   f"SIFT and writing), match-graph rows {v['graph_s']} s: **{v['images_per_s_with_graph']} images/s** "
                   "end to end."]
+    lines += ["", SEE_ALSO]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 

@@ -278,3 +278,20 @@ def test_an_ingest_of_a_server_folder_only_under_the_allowed_roots_with_progress
     assert server.get("/api/ingest/99").status_code == 404
     page = server.get("/collections").text
     assert "server" in page and "broken.jpg" in page and f"job {job}" in page
+
+
+def test_compare_ranks_one_photo_by_several_methods_with_its_metrics(served):
+    client, engine, _ = served
+    ids = _ids_by_name(engine)
+    answer = client.get("/api/compare", params={"id": ids["3.jpg"], "methods": "gem+sift, gem ,nonsense", "k": 8})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["label"] and result["relevant"] == 8
+    verified, plain, broken = result["columns"]
+    assert (verified["method"], plain["method"]) == ("gem+sift", "gem") and "unknown method" in broken["error"]
+    assert verified["ap"] == 1.0 and verified["p_at_k"] == 1.0 and all(h["relevant"] for h in verified["hits"])
+    assert ids["3.jpg"] not in [h["id"] for h in verified["hits"]] and len(plain["hits"]) == 8
+    assert 0 <= plain["ap"] <= 1
+    page = client.get("/compare", params={"id": ids["3.jpg"], "methods": "gem+sift,gem"})
+    assert page.status_code == 200 and "AP 1.0" in page.text
+    assert client.get("/api/compare", params={"id": ids["3.jpg"], "methods": ",".join(["gem"] * 7)}).status_code == 400

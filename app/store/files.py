@@ -125,3 +125,9 @@ def files_of(conn: Connection, collection: int, paths: Sequence[str]) -> dict[st
     rows = conn.execute(text("SELECT path, image_id, label FROM files WHERE collection_id = :c AND path = ANY(:p)"),
                         {"c": collection, "p": list(paths)})
     return {r.path: (r.image_id, r.label) for r in rows}
+
+
+def images_labelled(conn: Connection, collection: int, label: str) -> int:
+    """How many of the collection's images have a file with ``label``."""
+    return conn.execute(text("SELECT count(DISTINCT image_id) FROM files WHERE collection_id = :c AND label = :l"),
+                        {"c": collection, "l": label}).scalar()

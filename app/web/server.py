@@ -154,6 +154,11 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
         return {"groups": api.duplicates(model, method, threshold, store.engine, collection),
                 "exact": api.exact_copies(store.engine, collection)}
 
+    @app.get("/api/compare")
+    def compare(id: int = Query(ge=1), methods: str = Query("verified,gem+w,gem,global", max_length=500),
+                collection: str = DEFAULT_COLLECTION, k: int = Query(10, ge=1, le=100)) -> dict:
+        return store.compare(id, _methods(methods), collection, k, answer_json)
+
     @app.post("/api/ingest", status_code=202)
     def start_ingest(folder: str = Body(..., max_length=4096), collection: str = Body(DEFAULT_COLLECTION),
                      method: str = Body(DEFAULT_METHOD)) -> dict:
@@ -180,6 +185,13 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
         return templates.TemplateResponse(request, "match.html", {
             "a": store.record(image_id), "b": store.record(other_id), "method": method})
 
+    @app.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request, id: int = Query(ge=1), methods: str = Query("verified,gem+w,gem,global",
+                                                                                  max_length=500),
+                     collection: str = DEFAULT_COLLECTION, k: int = Query(10, ge=1, le=100)):
+        return templates.TemplateResponse(request, "compare.html",
+                                          store.compare(id, _methods(methods), collection, k, answer_json))
+
     @app.get("/collections", response_class=HTMLResponse)
     def collections_page(request: Request):
         return templates.TemplateResponse(request, "collections.html", {
@@ -195,6 +207,13 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
             "threshold": threshold, "collections": store.collection_names()})
 
     return app
+
+
+def _methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not 1 <= len(names) <= 6:
+        raise ValueError("methods: give 1 to 6 method names, separated by commas")
+    return names
 
 
 def answer_json(answer) -> dict:

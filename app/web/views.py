@@ -13,9 +13,11 @@ from app import api
 from app.config import Settings
 from app.describe.local import Prepared, frame_size, inlier_matches
 from app.describe.methods import get_method
+from app.evaluation.metrics import average_precision, precision_at
 from app.files.images import ImageError, load_image
 from app.store.collections import collection_names, get_collection
 from app.store.db import get_engine
+from app.store.files import images_labelled
 from app.store.images import image_record, list_failures
 from app.store.local import load_local
 
@@ -96,3 +98,27 @@ class Views:
         lines = np.hstack([pa, pb])[:MAX_LINES].round(4).tolist()
         return {"a": image_id, "b": other_id, "kind": meth.local.name, "inliers": len(ia),
                 "keypoints": [len(qa), len(qb)], "lines": lines}
+
+    def compare(self, image_id: int, methods: list[str], collection: str, k: int, answer_json) -> dict:
+        """One stored query ranked by several methods side by side; where the query has a label,
+        each ranking's average precision and precision at k (relevant: another image with the
+        query's label)."""
+        query = self.record(image_id)
+        label = next((f["label"] for f in query["files"] if f["label"]), None)
+        with self.engine.connect() as conn:
+            relevant = images_labelled(conn, get_collection(conn, collection).id, label) - 1 if label else 0
+        columns = []
+        for method in methods:
+            try:
+                answer = answer_json(api.search(image_id, None, k + 1, method, collection, engine=self.engine))
+            except (LookupError, ValueError) as exc:  # one method's error is shown in its column
+                columns.append({"method": method, "error": str(exc)})
+                continue
+            hits = [h for h in answer["hits"] if h["id"] != image_id][:k]
+            for h in hits:
+                h["relevant"] = label is not None and h["label"] == label
+            marks = [h["relevant"] for h in hits]
+            columns.append({**answer, "hits": hits,
+                            "ap": round(average_precision(marks, relevant), 3) if relevant else None,
+                            "p_at_k": round(precision_at(marks, k), 3) if label else None})
+        return {"query": query, "label": label, "relevant": relevant, "k": k, "columns": columns}

@@ -28,6 +28,9 @@ function showHits(answer, queryId) {
     more.href = "#";
     more.onclick = (e) => { e.preventDefault(); searchStored(hit.id); };
     cap.append(document.createElement("br"), more);
+    const compare = text("a", " · compare methods", "compare");
+    compare.href = `/compare?id=${hit.id}&collection=${encodeURIComponent(answer.collection)}`;
+    cap.append(compare);
     if (queryId !== null && queryId !== hit.id) {
       const why = text("a", " · why?", "why");
       why.href = `/match/${queryId}/${hit.id}`;
