@@ -179,6 +179,14 @@ def evaluate(folder: Path | str, labels: Path | str, model: str | None = None, m
     return result
 
 
+def evaluate_collection(collection: str = DEFAULT_COLLECTION, model: str | None = None,
+                        method: str | Method = DEFAULT_METHOD, k: int = 10, engine: Engine | None = None) -> Evaluation:
+    """Every labelled file of ``collection`` (labels stored at ingest) as a query among the others."""
+    engine = _ready(engine)
+    meth = method if isinstance(method, Method) else get_method(method)
+    return evaluating.evaluate_stored(engine, _collection(engine, collection), _model(model), meth, k)
+
+
 def compare(folder: Path | str, labels: Path | str, models: str | list[str] = "all",
             methods: list[str | Method] | None = None, query: str | None = None, k: int = 10, top: int = 20,
             engine: Engine | None = None, on_model: Callable[[ModelResult], None] | None = None,

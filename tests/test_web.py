@@ -295,3 +295,13 @@ def test_compare_ranks_one_photo_by_several_methods_with_its_metrics(served):
     page = client.get("/compare", params={"id": ids["3.jpg"], "methods": "gem+sift,gem"})
     assert page.status_code == 200 and "AP 1.0" in page.text
     assert client.get("/api/compare", params={"id": ids["3.jpg"], "methods": ",".join(["gem"] * 7)}).status_code == 400
+
+
+def test_evaluation_over_the_labels_stored_with_the_collection(served):
+    client = served[0]
+    result = client.get("/api/evaluate", params={"method": "gem+sift"})
+    assert result.status_code == 200, result.text
+    metrics = result.json()
+    assert metrics["n_queries"] == 18 and metrics["map"] == 1.0 and metrics["resolved"] == "gem+sift"
+    unlabelled = client.get("/api/evaluate", params={"collection": "server", "method": "global"})
+    assert unlabelled.status_code in (404, 409) and unlabelled.json()["error"]

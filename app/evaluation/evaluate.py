@@ -28,7 +28,7 @@ from app.retrieval.query import effective_method, stored_query
 from app.retrieval.search import rank
 from app.store.embeddings import embedded_ids
 from app.store.collections import Collection
-from app.store.files import files_of
+from app.store.files import files_of, labelled_paths
 from app.store.scope import Scope
 from app.store.local import local_ids
 
@@ -121,14 +121,35 @@ def as_files(hits: list[Hit], database: dict[int, list[LabelledFile]], query: La
             for h in hits for f in database.get(h.image_id, []) if f.name != query.name]
 
 
+def stored_labelled_files(engine: Engine, collection: int) -> dict[str, LabelledFile]:
+    """The collection's labelled files as the database holds them (each a query and a database file)."""
+    with engine.connect() as conn:
+        rows = labelled_paths(conn, collection)
+    return {path: LabelledFile(path, path, image_id, label, "both") for path, image_id, label in rows}
+
+
 def evaluate(engine: Engine, collection: Collection, folder: Path, labels_csv: Path, spec: ModelSpec,
              method: Method, k: int = 10, ranker: Ranker | None = None) -> Evaluation:
     """Metrics of ``ranker`` (default: ``stored_ranker`` of the method as the collection resolves it)."""
     rows = read_labels(labels_csv)
+    files = labelled_files(engine, collection.id, Path(folder), rows)
+    return evaluate_files(engine, collection, files, sorted(set(rows) - set(files)), spec, method, k, ranker,
+                          str(labels_csv))
+
+
+def evaluate_stored(engine: Engine, collection: Collection, spec: ModelSpec, method: Method,
+                    k: int = 10) -> Evaluation:
+    """Metrics over the labels stored with the collection's files (every labelled file a query)."""
+    return evaluate_files(engine, collection, stored_labelled_files(engine, collection.id), [], spec, method, k,
+                          source=f"the labels stored in {collection.name}")
+
+
+def evaluate_files(engine: Engine, collection: Collection, files: dict[str, LabelledFile], missing: list[str],
+                   spec: ModelSpec, method: Method, k: int = 10, ranker: Ranker | None = None,
+                   source: str = "the labels") -> Evaluation:
+    """Metrics of ``ranker`` over labelled stored ``files`` (``missing``: labelled names not stored)."""
     with engine.connect() as conn:
         method = effective_method(conn, collection.id, spec, method)
-    files = labelled_files(engine, collection.id, Path(folder), rows)
-    missing = sorted(set(rows) - set(files))
     ids = {f.image_id for f in files.values()}
     with engine.connect() as conn:
         embedded = embedded_ids(conn, spec, method.stored, ids)
@@ -142,11 +163,11 @@ def evaluate(engine: Engine, collection: Collection, folder: Path, labels_csv: P
     queries = sorted(n for n, f in files.items() if f.role in ("query", "both"))
     if not queries or not database:
         step = "dba" if method.dba else "whiten" if method.whiten else None
-        raise EvaluationError(f"{labels_csv}: no stored query or database images for {spec.name}/{method.name}",
+        raise EvaluationError(f"{source}: no stored query or database images for {spec.name}/{method.name}",
                               step)
     per_group = Counter(f.group for same in database.values() for f in same)
     if not any(per_group[files[q].group] > (files[q].role == "both") for q in queries):
-        raise EvaluationError(f"{labels_csv}: no stored query has another image of its group among the stored "
+        raise EvaluationError(f"{source}: no stored query has another image of its group among the stored "
                               f"database images, so there is nothing to measure")
     ranker = ranker or stored_ranker(spec, method, Scope(collection.id))
     by_group: dict[str, set[LabelledFile]] = {}

@@ -131,3 +131,10 @@ def images_labelled(conn: Connection, collection: int, label: str) -> int:
     """How many of the collection's images have a file with ``label``."""
     return conn.execute(text("SELECT count(DISTINCT image_id) FROM files WHERE collection_id = :c AND label = :l"),
                         {"c": collection, "l": label}).scalar()
+
+
+def labelled_paths(conn: Connection, collection: int) -> list[tuple[str, int, str]]:
+    """(path, image id, label) of the collection's labelled files, in path order."""
+    return [tuple(r) for r in conn.execute(text(
+        "SELECT path, image_id, label FROM files WHERE collection_id = :c AND label IS NOT NULL ORDER BY path"),
+        {"c": collection})]

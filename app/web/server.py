@@ -25,7 +25,8 @@ from app import api
 from app.collection.whitening import WhiteningError
 from app.config import get_settings
 from app.describe.methods import DEFAULT_METHOD, UnknownMethod
-from app.describe.registry import UnknownModel
+from app.describe.registry import MODELS, UnknownModel
+from app.evaluation.evaluate import EvaluationError
 from app.files.images import ImageError
 from app.retrieval.hits import Hit
 from app.retrieval.query import NothingStored, QueryError
@@ -51,7 +52,7 @@ def error(status: int, message: str) -> JSONResponse:
 # Errors of the layers below, as (status, message) for the client.
 CLIENT_ERRORS = [
     (NothingStored, 404), (QueryError, 400), (CollectionError, 404), (UnknownModel, 400), (UnknownMethod, 400),
-    (ImageError, 400), (WhiteningError, 409), (LookupError, 404), (ingest_jobs.Forbidden, 403),
+    (ImageError, 400), (WhiteningError, 409), (EvaluationError, 409), (LookupError, 404), (ingest_jobs.Forbidden, 403),
     (ingest_jobs.Busy, 409), (FileNotFoundError, 404), (ValueError, 400),
 ]
 
@@ -159,6 +160,12 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
                 collection: str = DEFAULT_COLLECTION, k: int = Query(10, ge=1, le=100)) -> dict:
         return store.compare(id, _methods(methods), collection, k, answer_json)
 
+    @app.get("/api/evaluate")
+    def evaluate(collection: str = DEFAULT_COLLECTION, model: str | None = None, method: str = DEFAULT_METHOD,
+                 k: int = Query(10, ge=1, le=100)) -> dict:
+        """Every labelled file of the collection as a query among the others: mAP, P@1, recall@k."""
+        return api.evaluate_collection(collection, model, method, k, store.engine).as_dict()
+
     @app.post("/api/ingest", status_code=202)
     def start_ingest(folder: str = Body(..., max_length=4096), collection: str = Body(DEFAULT_COLLECTION),
                      method: str = Body(DEFAULT_METHOD)) -> dict:
@@ -178,7 +185,8 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
 
     @app.get("/", response_class=HTMLResponse)
     def search_page(request: Request):
-        return templates.TemplateResponse(request, "search.html", {"collections": store.collection_names()})
+        return templates.TemplateResponse(request, "search.html", {
+            "collections": store.collection_names(), "models": list(MODELS), "model": settings.default_model})
 
     @app.get("/match/{image_id}/{other_id}", response_class=HTMLResponse)
     def match_page(request: Request, image_id: int, other_id: int, method: str = DEFAULT_METHOD):
