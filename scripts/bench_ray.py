@@ -8,12 +8,10 @@ Usage: scripts/bench_ray [--copies 3] [--workers 1,2] [--skip-verified] [--json]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_name  # noqa: E402
+from machine import bench_parser, cpu_name, own_server  # noqa: E402
 
 
 class Clock:
@@ -80,16 +78,12 @@ def run(engine, folder: Path, method: str, name: str, distributor=None, embedder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "imgsim-bench-ray")
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--skip-verified", action="store_true")
-    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "imgsim-bench-ray")
-    parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
-    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    os.environ["IMGSIM_HOME"] = str(args.home)
-    os.environ.pop("DATABASE_URL", None)  # its own embedded server: it drops its collections
+    say = own_server(args)
 
     from app.describe.embedder import Embedder
     from app.describe.methods import get_method

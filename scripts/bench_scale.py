@@ -19,12 +19,10 @@ Usage: scripts/bench_scale [--n 100000] [--kinds vector,halfvec,binary] [--ef 40
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +32,7 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from machine import bench_parser, cpu_name, own_server  # noqa: E402
 
 K = 10
 CHUNK = 10_000  # rows per generated chunk and per load transaction
@@ -181,20 +179,16 @@ def measure_kind(engine, collection, spec, stored: str, kind: str, n: int, ids: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "imgsim-bench-scale")
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--kinds", default="vector,halfvec,binary")
     parser.add_argument("--ef", default="40,100,200")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--spread", type=float, default=0.5)
-    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "imgsim-bench-scale")
-    parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
-    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    say = own_server(args)
 
-    os.environ["IMGSIM_HOME"] = str(args.home)
-    os.environ.pop("DATABASE_URL", None)  # its own embedded server: it empties its tables
     from sqlalchemy import text
 
     from app.config import get_settings

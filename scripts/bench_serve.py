@@ -9,7 +9,6 @@ Usage: scripts/bench_serve [--dataset ukbench_mini] [--clients 8] [--seconds 60]
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -18,7 +17,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
@@ -28,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_name  # noqa: E402
+from machine import bench_parser, cpu_name, own_server  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,17 +52,13 @@ def free_port() -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__, "imgsim-bench-serve")
     parser.add_argument("--dataset", default="ukbench_mini")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "imgsim-bench-serve")
-    parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
-    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    os.environ["IMGSIM_HOME"] = str(args.home)
-    os.environ.pop("DATABASE_URL", None)
+    say = own_server(args)
     os.environ.pop("IMGSIM_API_TOKEN", None)
 
     import httpx

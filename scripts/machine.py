@@ -1,7 +1,13 @@
-"""What the benchmarks say about the machine they ran on."""
+"""What the benchmarks share: the machine they ran on, and the options and set-up of one that
+runs an embedded server of its own."""
 from __future__ import annotations
 
+import argparse
+import os
 import platform
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -10,3 +16,19 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def bench_parser(doc: str, home: str) -> argparse.ArgumentParser:
+    """The options of a benchmark with its own embedded server: ``--home`` (its folder), ``--json``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / home)
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    return parser
+
+
+def own_server(args: argparse.Namespace) -> Callable[..., None]:
+    """Use the benchmark's own embedded server (it empties what it writes); returns the progress
+    printer (silent with ``--json``, which prints only the JSON object)."""
+    os.environ["IMGSIM_HOME"] = str(args.home)
+    os.environ.pop("DATABASE_URL", None)
+    return (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
