@@ -108,6 +108,23 @@ MUTATIONS = [
     Mutation("an unusable IMGSIM_HOME is refused in one line (not checked)", "app/store/db.py",
              "    prepare_home(pgdata)\n", "",
              ("tests/test_faults.py::test_an_unusable_home_is_refused_in_one_line",)),
+    Mutation("new graph rows reach the older rows they touch (do not)", "app/collection/graph.py",
+             "older |= with_retry(lambda: _write(engine, spec, kind, rows, done))",
+             "older |= with_retry(lambda: _write(engine, spec, kind, rows, set()))",
+             ("tests/test_collection.py::test_new_rows_reach_the_older_rows_they_touch",)),
+    Mutation("an ingest refits when the collection doubled (on any growth)", "app/collection/whitening.py",
+             "if stored >= REFIT_GROWTH * fitted:", "if stored > fitted:",
+             ("tests/test_ingestion.py::test_an_ingest_fits_the_whitening_when_due_and_again_when_the_collection_"
+              "doubled",)),
+    Mutation("a worker's network is not pinned to the first cores (pinned)", "app/describe/backends.py",
+             'config["ENABLE_CPU_PINNING"] = False', 'config["ENABLE_CPU_PINNING"] = True',
+             ("tests/test_describe_backends.py::test_a_worker_network_takes_its_thread_count_unpinned",)),
+    Mutation("the server requires its token (lets anyone in)", "app/web/server.py",
+             "if not secrets.compare_digest(given.encode(), token.encode()):", "if False:",
+             ("tests/test_web.py::test_a_token_is_required_when_one_is_set",)),
+    Mutation("a server ingest stays under the allowed roots (any folder)", "app/web/jobs.py",
+             "if not any(resolved.is_relative_to(root.resolve()) for root in roots):", "if False:",
+             ("tests/test_web.py::test_an_ingest_of_a_server_folder_only_under_the_allowed_roots_with_progress",)),
 ]
 
 
