@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
-from machine import bench_parser, cpu_name, own_server  # noqa: E402
+from machine import bench_parser, cpu_name, own_server, write_section  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -183,6 +183,8 @@ def write(r: dict, argv: str) -> None:
              f"requests, {load['requests_per_s']}/s, p50 {load['p50_ms']} ms, p90 {load['p90_ms']} ms, "
              f"{load['errors']} errors |", ""]
     (ROOT / "docs" / "serve.md").write_text("\n".join(lines))
+    write_section(ROOT / "docs" / "performance.md", "bench_serve",
+                  "\n".join(["## The web service under load", ""] + lines[2:]))
 
 
 if __name__ == "__main__":

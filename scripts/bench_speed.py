@@ -22,7 +22,7 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from machine import cpu_name, kept_section  # noqa: E402
 
 from app.describe.embedder import Embedder  # noqa: E402
 from app.describe.methods import get_method  # noqa: E402
@@ -32,8 +32,8 @@ from app.describe.registry import get_model  # noqa: E402
 GMACS = {"efficientnet-lite0": 0.39, "mobilenetv2-tv": 0.30, "resnet50": 4.1, "efficientnetb0": 0.39}
 RANDOM_WEIGHTS = {"resnet50", "efficientnetb0"}  # no offline ImageNet weights: speed only
 BATCH = 16
-SEE_ALSO = ("Also measured: the web service under load, API against the Python call and uploads "
-            "([serve.md](serve.md), `scripts/bench_serve`); the Ray engine against the local one "
+SEE_ALSO = ("Also measured: the web service under load (below, and [serve.md](serve.md), "
+            "`scripts/bench_serve`); the Ray engine against the local one "
             "([ray.md](ray.md), `scripts/bench_ray`); the database at scale ([scale.md](scale.md)).")
 
 
@@ -204,6 +204,8 @@ def write(result: dict, path: Path, argv: str) -> None:
                   f"SIFT and writing), match-graph rows {v['graph_s']} s: **{v['images_per_s_with_graph']} images/s** "
                   "end to end."]
     lines += ["", SEE_ALSO]
+    kept = kept_section(path, "bench_serve")  # the section scripts/bench_serve writes here stays
+    lines += ["", kept] if kept else []
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 

@@ -32,3 +32,25 @@ def own_server(args: argparse.Namespace) -> Callable[..., None]:
     os.environ["IMGSIM_HOME"] = str(args.home)
     os.environ.pop("DATABASE_URL", None)
     return (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+
+def section_markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}: written by scripts/{name} -->", f"<!-- /{name} -->"
+
+
+def kept_section(path: Path, name: str) -> str:
+    """The section another benchmark wrote into ``path`` (markers included), or ''."""
+    begin, end = section_markers(name)
+    text = path.read_text() if path.is_file() else ""
+    if begin in text and end in text:
+        return text[text.index(begin):text.index(end) + len(end)]
+    return ""
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Put ``body`` into ``path`` as the section of benchmark ``name`` (replacing its last one)."""
+    begin, end = section_markers(name)
+    text = path.read_text() if path.is_file() else ""
+    old = kept_section(path, name)
+    new = f"{begin}\n{body.strip()}\n{end}"
+    path.write_text(text.replace(old, new) if old else text.rstrip("\n") + "\n\n" + new + "\n")
