@@ -162,10 +162,13 @@ class RayDistributor:
             return
         size = get_settings().batch_size
         blocks = math.ceil(len(todo) / size)
-        # Work items travel pickled (Arrow has no type for them).
+        # Work items travel pickled (Arrow has no type for them), in blocks of at most the batch
+        # size, each block one batch and one task: a batch size on map_batches would make Ray
+        # bundle blocks until it is reached (two blocks of 15 for 16), and a task's rows come
+        # back only when the task ends, so results would arrive in bursts.
         dataset = ray.data.from_items([{"work": pickle.dumps(w)} for w in todo], override_num_blocks=blocks)
         described = dataset.map_batches(
-            describe_worker(self.environment, models, method, pretrained), batch_size=size,
+            describe_worker(self.environment, models, method, pretrained), batch_size=None,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(self.workers, blocks)),
             num_cpus=self.cpus, num_gpus=self.gpus)
         rows = (row["described"] for row in described.iter_rows())
