@@ -71,8 +71,11 @@ def main() -> None:
     say(f"ingesting {folder} ...")
     report = api.ingest(folder, collection="bench-serve")
     photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    with api._ready(None).connect() as conn:
-        from sqlalchemy import text
+    from sqlalchemy import text
+
+    from app.store.db import get_engine
+
+    with get_engine().connect() as conn:  # migrated by the ingest
 
         ids = [r[0] for r in conn.execute(text("SELECT f.image_id FROM files f JOIN collections c ON c.id = "
                                                "f.collection_id WHERE c.name = 'bench-serve' ORDER BY f.path"))]

@@ -38,7 +38,6 @@ from app.retrieval.rerank import SharedWork
 from app.store.db import engine_for
 from app.store.retry import with_retry
 
-log = logging.getLogger("imgsim")
 
 
 @dataclass

@@ -28,15 +28,16 @@ from app.describe.methods import DEFAULT_METHOD, UnknownMethod
 from app.describe.registry import MODELS, UnknownModel
 from app.evaluation.evaluate import EvaluationError
 from app.files.images import ImageError
-from app.retrieval.hits import Hit
 from app.retrieval.query import NothingStored, QueryError
 from app.store.collections import DEFAULT_COLLECTION, CollectionError
 from app.web import jobs as ingest_jobs
 from app.web import views
+from app.web.views import answer_json
 
 log = logging.getLogger("imgsim")
 HERE = Path(__file__).parent
 UPLOAD_CHUNK = 1 << 20
+COMPARED = "verified,gem+w,gem,global"  # the methods a comparison shows unless told
 
 
 class ApiError(Exception):
@@ -55,12 +56,6 @@ CLIENT_ERRORS = [
     (ImageError, 400), (WhiteningError, 409), (EvaluationError, 409), (LookupError, 404), (ingest_jobs.Forbidden, 403),
     (ingest_jobs.Busy, 409), (FileNotFoundError, 404), (ValueError, 400),
 ]
-
-
-def hit_json(h: Hit) -> dict:
-    return {"id": h.image_id, "path": h.path, "paths": list(h.paths), "label": h.label,
-            "distance": round(h.distance, 6), "inliers": h.inliers,
-            "score": None if h.score is None else round(h.score, 4), "verified": h.score is not None}
 
 
 def create_app(engine: Engine | None = None, token: str | None = None) -> FastAPI:
@@ -156,9 +151,9 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
                 "exact": api.exact_copies(store.engine, collection)}
 
     @app.get("/api/compare")
-    def compare(id: int = Query(ge=1), methods: str = Query("verified,gem+w,gem,global", max_length=500),
+    def compare(id: int = Query(ge=1), methods: str = Query(COMPARED, max_length=500),
                 collection: str = DEFAULT_COLLECTION, k: int = Query(10, ge=1, le=100)) -> dict:
-        return store.compare(id, _methods(methods), collection, k, answer_json)
+        return store.compare(id, _methods(methods), collection, k)
 
     @app.get("/api/evaluate")
     def evaluate(collection: str = DEFAULT_COLLECTION, model: str | None = None, method: str = DEFAULT_METHOD,
@@ -194,11 +189,10 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
             "a": store.record(image_id), "b": store.record(other_id), "method": method})
 
     @app.get("/compare", response_class=HTMLResponse)
-    def compare_page(request: Request, id: int = Query(ge=1), methods: str = Query("verified,gem+w,gem,global",
-                                                                                  max_length=500),
+    def compare_page(request: Request, id: int = Query(ge=1), methods: str = Query(COMPARED, max_length=500),
                      collection: str = DEFAULT_COLLECTION, k: int = Query(10, ge=1, le=100)):
         return templates.TemplateResponse(request, "compare.html",
-                                          store.compare(id, _methods(methods), collection, k, answer_json))
+                                          store.compare(id, _methods(methods), collection, k))
 
     @app.get("/collections", response_class=HTMLResponse)
     def collections_page(request: Request):
@@ -222,11 +216,6 @@ def _methods(text: str) -> list[str]:
     if not 1 <= len(names) <= 6:
         raise ValueError("methods: give 1 to 6 method names, separated by commas")
     return names
-
-
-def answer_json(answer) -> dict:
-    return {"model": answer.model, "method": answer.method, "resolved": answer.resolved,
-            "collection": answer.collection, "hits": [hit_json(h) for h in answer.hits]}
 
 
 class upload:

@@ -16,12 +16,25 @@ from app.describe.methods import get_method
 from app.evaluation.metrics import average_precision, precision_at
 from app.files.images import ImageError, load_image
 from app.store.collections import collection_names, get_collection
+from app.retrieval.hits import Hit
+from app.store import migrate
 from app.store.db import get_engine
 from app.store.files import images_labelled
 from app.store.images import image_record, list_failures
 from app.store.local import load_local
 
 MAX_LINES = 400  # correspondences drawn in a match view
+
+
+def hit_json(h: Hit) -> dict:
+    return {"id": h.image_id, "path": h.path, "paths": list(h.paths), "label": h.label,
+            "distance": round(h.distance, 6), "inliers": h.inliers,
+            "score": None if h.score is None else round(h.score, 4), "verified": h.score is not None}
+
+
+def answer_json(answer) -> dict:
+    return {"model": answer.model, "method": answer.method, "resolved": answer.resolved,
+            "collection": answer.collection, "hits": [hit_json(h) for h in answer.hits]}
 
 
 class NotFound(LookupError):
@@ -37,7 +50,7 @@ class Views:
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = get_engine()
-            api.collections(engine=self._engine)  # migrated to head once
+            migrate.ensure_head(self._engine.url.render_as_string(hide_password=False))
         return self._engine
 
     def record(self, image_id: int) -> dict:
@@ -99,7 +112,7 @@ class Views:
         return {"a": image_id, "b": other_id, "kind": meth.local.name, "inliers": len(ia),
                 "keypoints": [len(qa), len(qb)], "lines": lines}
 
-    def compare(self, image_id: int, methods: list[str], collection: str, k: int, answer_json) -> dict:
+    def compare(self, image_id: int, methods: list[str], collection: str, k: int) -> dict:
         """One stored query ranked by several methods side by side; where the query has a label,
         each ranking's average precision and precision at k (relevant: another image with the
         query's label)."""
