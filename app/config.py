@@ -33,11 +33,27 @@ def _default_weights_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
 
 
-def _half_of_memory_mb() -> int:
+def machine_memory_mb() -> int:
+    """The memory this process may use: the machine's, or its container's limit when lower."""
     try:
-        return max(64, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2 // 2**20)
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 2048
+        total = 4 * 2**30
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except OSError:
+        pass
+    return total // 2**20
+
+
+def _half_of_memory_mb() -> int:
+    return max(64, machine_memory_mb() // 2)
+
+
+def _quarter_of_memory_mb() -> int:
+    # PostgreSQL's own advice for shared_buffers on a machine it shares with little else
+    return max(128, machine_memory_mb() // 4)
 
 
 def _workers_beside_leader() -> int:
@@ -79,6 +95,7 @@ KNOBS: dict[str, Knob] = {
     "backend": Knob(("IMGSIM_BACKEND",), str, "auto"),
     "inference_threads": Knob(("IMGSIM_INFERENCE_THREADS",), _number(int, 0, 1024), 0),
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
+    "db_memory_mb": Knob(("IMGSIM_DB_MEMORY_MB",), _number(int, 16, 2**21), _quarter_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
     "api_token": Knob(("IMGSIM_API_TOKEN",), str),
     "allowed_roots": Knob(("IMGSIM_ALLOWED_ROOTS",), lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), ()),
@@ -101,6 +118,7 @@ class Settings:
     backend: str
     inference_threads: int  # threads of one network (0: the backend's choice, every core)
     index_memory_mb: int  # the most an HNSW build may use (maintenance_work_mem)
+    db_memory_mb: int  # the embedded server's shared_buffers
     index_workers: int  # parallel maintenance workers beside the building session
     api_token: str | None  # what `imgsim serve` requires of every request (needed off localhost)
     allowed_roots: tuple[Path, ...]  # folders under which the server may ingest (none: it may not)

