@@ -57,3 +57,33 @@ def test_one_product_gives_the_ratio_test_both_ways():
         assert len(expected[0]) > 50
         assert {tuple(p) for p in zip(*got)} == {tuple(p) for p in zip(*expected)}
     assert {tuple(p) for p in zip(*forward)} != {tuple(p) for p in zip(backward[1], backward[0])}  # not symmetric
+
+
+def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keypoint():
+    """The stored form (merged orientation bins, 4-bit codes, 1/32 px keypoints) verifies a
+    turned, shrunk copy about as well as the full 128 RootSIFT values did."""
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    from app.describe.local import KINDS, LocalFeatures, Prepared, extract, root_sift, verify
+
+    sift = KINDS["sift"]
+    photo = Image.fromarray(data.astronaut())
+    turned = photo.rotate(12, resample=Image.BILINEAR).resize((380, 400))
+    compact = [extract(p, sift) for p in (photo, turned)]
+    stored = [LocalFeatures.from_row(**{k: v for k, v in f.to_row().items()}, kind=sift) for f in compact]
+    assert all(len(f.to_row()["points"]) + len(f.to_row()["descriptors"]) == 36 * len(f) for f in compact)
+    assert all(np.array_equal(a.descriptors, b.descriptors) for a, b in zip(compact, stored))
+    assert all(f.descriptors.shape[1] == 64 and f.descriptors.max() <= 15 for f in compact)
+
+    def full(image):  # the 128 RootSIFT values, as stored before the compact form
+        points, desc = cv2.SIFT_create(nfeatures=1000).detectAndCompute(np.asarray(image.convert("L")), None)
+        prepared = Prepared(LocalFeatures(np.float32([k.pt for k in points]), np.zeros((len(points), 64), np.uint8)), sift)
+        prepared.desc = root_sift(desc)
+        return prepared
+
+    reference = len(verify(full(photo), full(turned)))
+    kept = len(verify(*(Prepared(f, sift) for f in stored)))
+    assert reference > 100 and kept >= 0.8 * reference, (kept, reference)
+

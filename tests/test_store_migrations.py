@@ -95,7 +95,7 @@ def _fill_every_kind_of_row(n: int = 5):
         vectors = rng.normal(size=(n, 4, spec.dim)).astype(np.float32)
         write_embeddings(conn, spec, "global", [(i, 0, v[0]) for i, v in zip(image_ids, vectors)])
         write_embeddings(conn, spec, "rmac", [(i, r, v[r]) for i, v in zip(image_ids, vectors) for r in range(4)])
-        features = LocalFeatures(rng.random((3, 2), dtype=np.float32), rng.integers(0, 255, (3, 128), np.uint8))
+        features = LocalFeatures(rng.random((3, 2), dtype=np.float32), rng.integers(0, 16, (3, 64), np.uint8))
         write_local(conn, "sift", [(i, features) for i in image_ids])
         save_whitening(conn, 1, spec.name, "rmac", n, np.zeros(spec.dim), np.eye(spec.dim, dtype=np.float32))
         write_graph(conn, spec.name, "sift", [(image_ids[0], {image_ids[1]: 12.0})])
@@ -126,6 +126,40 @@ def test_downgrades_under_data_delete_exactly_what_the_later_schema_added(databa
         emptied = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                    for t in ("local_features", "whitening", "match_graph")]
     assert regions == (10, 10) and emptied == [0, 0, 0]
+
+
+def test_0007_reads_rows_written_before_as_compact_and_going_down_drops_only_compact_rows(database):
+    """A row of 0006 (float32 keypoints, 128 SIFT values) is read after 0007 as the compact
+    features extraction gives today; down to 0006, the rows 0006 can read stay."""
+    import numpy as np
+    from sqlalchemy import text
+
+    from app.describe.local import LocalFeatures, compact_sift
+    from app.store.db import get_engine
+    from app.store.local import load_local, write_local
+    from tests.helpers import store_images
+
+    rng = np.random.default_rng(7)
+    points, sift = rng.random((5, 2), dtype=np.float32) * 1000, rng.integers(0, 160, (5, 128)).astype(np.uint8)
+    migrate.downgrade("0006")
+    rows = [{"sha256": f"{i:064x}", "path": f"/c/{i}.jpg", "width": 8, "height": 6, "label": None} for i in range(2)]
+    with get_engine().begin() as conn:
+        old, new = (store_images(conn, rows)[r["sha256"]] for r in rows)
+        conn.execute(text("INSERT INTO local_features (image_id, kind, n, points, descriptors) "
+                          "VALUES (:i, 'sift', 5, :p, :d)"), {"i": old, "p": points.tobytes(), "d": sift.tobytes()})
+    migrate.upgrade("head")
+    with get_engine().begin() as conn:
+        write_local(conn, "sift", [(new, LocalFeatures(points, compact_sift(sift)))])
+        stored = load_local(conn, "sift", [old, new])
+        sizes = dict(conn.execute(text("SELECT image_id, octet_length(points) + octet_length(descriptors) "
+                                       "FROM local_features")).all())
+    assert np.array_equal(stored[old].descriptors, compact_sift(sift)) and np.array_equal(stored[old].points, points)
+    assert np.array_equal(stored[new].descriptors, compact_sift(sift))
+    assert np.abs(stored[new].points - points).max() <= 1 / 64  # 1/32 px steps
+    assert sizes == {old: 5 * (8 + 128), new: 5 * (4 + 32)}
+    migrate.downgrade("0006")
+    with get_engine().begin() as conn:
+        assert [r[0] for r in conn.execute(text("SELECT image_id FROM local_features"))] == [old]
 
 
 def test_0005_moves_every_image_path_to_a_file_of_default_and_back(database):

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, text
 
-from app.describe.local import LocalFeatures
+from app.describe.local import KINDS, LocalFeatures
 
 
 def local_ids(conn: Connection, kind: str, ids: Iterable[int]) -> set[int]:
@@ -22,12 +22,12 @@ def write_local(conn: Connection, kind: str, rows: Sequence[tuple[int, LocalFeat
         return 0
     params = [{"image_id": int(i), "kind": kind, **features.to_row()} for i, features in rows]
     result = conn.execute(
-        text("INSERT INTO local_features (image_id, kind, n, points, descriptors) "
-             "VALUES (:image_id, :kind, :n, :points, :descriptors) ON CONFLICT DO NOTHING"), params)
+        text("INSERT INTO local_features (image_id, kind, n, format, points, descriptors) "
+             "VALUES (:image_id, :kind, :n, :format, :points, :descriptors) ON CONFLICT DO NOTHING"), params)
     return result.rowcount
 
 
 def load_local(conn: Connection, kind: str, ids: Sequence[int]) -> dict[int, LocalFeatures]:
-    rows = conn.execute(text("SELECT image_id, n, points, descriptors FROM local_features "
+    rows = conn.execute(text("SELECT image_id, n, format, points, descriptors FROM local_features "
                              "WHERE kind = :k AND image_id = ANY(:ids)"), {"k": kind, "ids": [int(i) for i in ids]})
-    return {r.image_id: LocalFeatures.from_row(r.n, r.points, r.descriptors) for r in rows}
+    return {r.image_id: LocalFeatures.from_row(r.n, r.points, r.descriptors, r.format, KINDS[kind]) for r in rows}
