@@ -87,3 +87,22 @@ def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keyp
     kept = len(verify(*(Prepared(f, sift) for f in stored)))
     assert reference > 100 and kept >= 0.8 * reference, (kept, reference)
 
+
+def test_a_photo_with_few_keypoints_is_detected_again_at_half_the_contrast_threshold():
+    import cv2
+    from PIL import Image
+    from skimage import data
+
+    from app.describe.local import FEW_KEYPOINTS, KINDS, SIFT_CONTRAST, extract
+
+    sift = KINDS["sift"]
+    flat = np.asarray(Image.fromarray(data.astronaut()).resize((256, 256)).convert("L")) * 0.3 + 90
+    flat = Image.fromarray(flat.astype(np.uint8))  # a small photo of low contrast
+
+    def detected(contrast):
+        return len(cv2.SIFT_create(nfeatures=sift.max_keypoints, contrastThreshold=contrast).detect(np.asarray(flat), None))
+
+    assert detected(SIFT_CONTRAST) < FEW_KEYPOINTS * sift.max_keypoints
+    assert len(extract(flat, sift)) == detected(SIFT_CONTRAST / 2) > 1.5 * detected(SIFT_CONTRAST)
+    large = Image.fromarray(data.astronaut())  # enough keypoints: one detection, capped
+    assert len(extract(large, sift)) == sift.max_keypoints

@@ -6,7 +6,9 @@ Rules (fixed, documented defaults):
   are kept compact (``compact_sift``): SIFT's eight orientation bins per cell merged pairwise into
   four (45-degree bins into 90-degree ones, 64 values), taken as RootSIFT and quantized to
   4 bits, so a keypoint takes 32 bytes and its products half the work. ORB: up to 1500
-  keypoints, Hamming distance. Keypoints are stored as uint16 in 1/32 px.
+  keypoints, Hamming distance. Keypoints are stored as uint16 in 1/32 px. A photo that gives
+  fewer than half the keypoints allowed (small, blurred or flat) is detected again at half
+  SIFT's contrast threshold.
 - A match needs ratio < 0.8 to the second-best neighbour; each database keypoint keeps only
   its best query match (one-to-one), so repeated texture cannot inflate the count.
 - The homography needs 8+ tentative matches, 6 px reprojection error, and must be
@@ -42,6 +44,8 @@ class LocalKind:
 
 
 KINDS = {"sift": LocalKind("sift", 1000, False), "orb": LocalKind("orb", 1500, True)}
+SIFT_CONTRAST = 0.04  # OpenCV's (and Lowe's) contrast threshold
+FEW_KEYPOINTS = 0.5  # of ``max_keypoints``: below it, SIFT runs again at half the contrast threshold
 
 
 SIFT_BINS = 4  # orientation bins per cell kept of SIFT's 8
@@ -92,9 +96,9 @@ def compact_sift(descriptors: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(root_sift(merged) * (top / CODE_TOP)), 0, top).astype(np.uint8)
 
 
-def _detector(kind: LocalKind):
+def _detector(kind: LocalKind, contrast: float = SIFT_CONTRAST):
     if kind.name == "sift":
-        return cv2.SIFT_create(nfeatures=kind.max_keypoints)
+        return cv2.SIFT_create(nfeatures=kind.max_keypoints, contrastThreshold=contrast)
     return cv2.ORB_create(nfeatures=kind.max_keypoints, fastThreshold=10)
 
 
@@ -103,7 +107,11 @@ def extract(image: Image.Image, kind: LocalKind) -> LocalFeatures:
     scale = LONGEST_SIDE / max(gray.size)
     if scale < 1:
         gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.BILINEAR)
-    keypoints, descriptors = _detector(kind).detectAndCompute(np.asarray(gray), None)
+    pixels = np.asarray(gray)
+    keypoints, descriptors = _detector(kind).detectAndCompute(pixels, None)
+    if not kind.binary and len(keypoints) < FEW_KEYPOINTS * kind.max_keypoints:
+        # a small, blurred or flat photo: its weaker extrema are still the best evidence it has
+        keypoints, descriptors = _detector(kind, SIFT_CONTRAST / 2).detectAndCompute(pixels, None)
     if descriptors is None or not keypoints:
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32 if kind.binary else 16 * SIFT_BINS), np.uint8))
     points = np.float32([k.pt for k in keypoints])
