@@ -80,14 +80,17 @@ def main() -> None:
               f"{(t2 - t1) / max(1, graph['images']) * 1000:.0f} ms/image over {graph['images']} images, "
               f"{graph['edges']} edges")
     with engine.connect() as conn:
-        n, avg_bytes, table = conn.execute(text(
-            "SELECT count(*), avg(octet_length(points) + octet_length(descriptors)), "
-            "pg_total_relation_size('local_features') FROM local_features WHERE kind = 'sift'")).one()
+        n, keypoints, avg_bytes = conn.execute(text(
+            "SELECT count(*), avg(n), avg(octet_length(points) + octet_length(descriptors)) FROM local_features "
+            "WHERE kind = 'sift' AND image_id IN (SELECT image_id FROM files WHERE collection_id = :c)"),
+            {"c": collection.id}).one()
+        table = conn.execute(text("SELECT pg_total_relation_size('local_features') / greatest(count(*), 1) "
+                                  "FROM local_features")).scalar()
         paths = [r[0] for r in conn.execute(text("SELECT path FROM files WHERE collection_id = :c ORDER BY path "
                                                  "LIMIT :n"), {"c": collection.id, "n": args.queries})]
     if n:
-        print(f"local features (sift): {avg_bytes / 1024:.0f} KiB/image of keypoints+descriptors; "
-              f"table {table / n / 1024:.0f} KiB/image on disk ({n} images)")
+        print(f"local features (sift): {keypoints:.0f} keypoints, {avg_bytes / 1024:.1f} KiB/image of "
+              f"keypoints+descriptors ({n} images); table {table / 1024:.1f} KiB/row on disk")
     with engine.connect() as conn:
         rows, edges, size = conn.execute(text(
             "SELECT count(*), coalesce(sum(cardinality(neighbours)), 0), pg_total_relation_size('match_graph') "
