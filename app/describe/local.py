@@ -46,8 +46,6 @@ class LocalKind:
 KINDS = {"sift": LocalKind("sift", 1000, False), "orb": LocalKind("orb", 1500, True)}
 SIFT_CONTRAST = 0.04  # OpenCV's (and Lowe's) contrast threshold
 FEW_KEYPOINTS = 0.5  # of ``max_keypoints``: below it, SIFT runs again at half the contrast threshold
-
-
 SIFT_BINS = 4  # orientation bins per cell kept of SIFT's 8
 CODE_BITS = 4
 CODE_TOP = 0.4  # RootSIFT value of the highest code (above 99.9% of merged values on photos)
