@@ -47,11 +47,12 @@ def test_one_product_gives_the_ratio_test_both_ways():
     from PIL import Image
     from skimage import data
 
-    from app.describe.local import KINDS, Prepared, extract, matches_both_ways, tentative_matches
+    from app.describe.local import KINDS, Prepared, extract, matches_both_ways, similarity, tentative_matches
 
     photo = Image.fromarray(data.astronaut())
     turned = photo.rotate(8, resample=Image.BILINEAR).resize((400, 380))
     a, b = (Prepared(extract(p, KINDS["sift"]), KINDS["sift"]) for p in (photo, turned))
+    assert np.array_equal(similarity(a, b), similarity(b, a).T)  # bit for bit: the pair's matches are its own
     forward, backward = matches_both_ways(a, b)
     for got, expected in ((forward, tentative_matches(a, b)), (backward, tentative_matches(b, a))):
         assert len(expected[0]) > 50
@@ -80,7 +81,7 @@ def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keyp
     def full(image):  # the 128 RootSIFT values, as stored before the compact form
         points, desc = cv2.SIFT_create(nfeatures=1000).detectAndCompute(np.asarray(image.convert("L")), None)
         prepared = Prepared(LocalFeatures(np.float32([k.pt for k in points]), np.zeros((len(points), 64), np.uint8)), sift)
-        prepared.desc = root_sift(desc)
+        prepared.desc, prepared.inverse_norms = root_sift(desc), np.ones(len(points), np.float32)
         return prepared
 
     reference = len(verify(full(photo), full(turned)))

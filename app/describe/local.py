@@ -124,18 +124,15 @@ def root_sift(descriptors: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
-def unit_rows(codes: np.ndarray) -> np.ndarray:
-    v = codes.astype(np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-7)
-
-
 class Prepared:
-    """A feature set ready for matching (unit vectors of the SIFT codes, or raw bits for ORB)."""
+    """A feature set ready for matching: the SIFT codes as float32 with their inverse norms, or
+    the raw bits for ORB."""
 
     def __init__(self, features: LocalFeatures, kind: LocalKind):
         self.points = features.points
         self.kind = kind
-        self.desc = features.descriptors if kind.binary else unit_rows(features.descriptors)
+        self.desc = features.descriptors if kind.binary else features.descriptors.astype(np.float32)
+        self.inverse_norms = None if kind.binary else 1 / np.maximum(np.linalg.norm(self.desc, axis=1), 1e-7)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -150,7 +147,17 @@ def tentative_matches(q: Prepared, d: Prepared) -> tuple[np.ndarray, np.ndarray]
         return _NO_MATCHES
     if q.kind.binary:
         return _hamming_matches(q, d)
-    return ratio_matches(q.desc @ d.desc.T)  # unit vectors: squared L2 = 2 - 2 sim
+    return ratio_matches(similarity(q, d))
+
+
+def similarity(q: Prepared, d: Prepared) -> np.ndarray:
+    """Cosine similarities of the SIFT codes (rows: ``q``), bit for bit the transpose of
+    ``similarity(d, q)``: products of 4-bit codes are integers, exact in float32 in any order,
+    and each pair's two norms are multiplied once. So a pair's matches do not depend on which of
+    its images asked, whatever the order of the matrix library's sums (4-bit codes tie often)."""
+    sim = q.desc @ d.desc.T
+    sim *= np.outer(q.inverse_norms, d.inverse_norms)
+    return sim
 
 
 def matches_both_ways(q: Prepared, d: Prepared) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -158,7 +165,7 @@ def matches_both_ways(q: Prepared, d: Prepared) -> tuple[tuple[np.ndarray, np.nd
     descriptors (SIFT): the second is the ratio test down the product's columns."""
     if len(q) < 2 or len(d) < 2 or q.kind.binary:
         return tentative_matches(q, d), tentative_matches(d, q)
-    sim = q.desc @ d.desc.T
+    sim = similarity(q, d)
     backward = ratio_matches(cv2.transpose(sim))  # a copy (the test overwrites its input); 3x numpy's
     return ratio_matches(sim), backward
 
