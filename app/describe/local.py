@@ -47,6 +47,8 @@ KINDS = {"sift": LocalKind("sift", 1000, False), "orb": LocalKind("orb", 1500, T
 SIFT_CONTRAST = 0.04  # OpenCV's (and Lowe's) contrast threshold
 FEW_KEYPOINTS = 0.5  # of ``max_keypoints``: below it, SIFT runs again at half the contrast threshold
 SIFT_BINS = 4  # orientation bins per cell kept of SIFT's 8
+SIFT_WIDTH = 16 * SIFT_BINS  # codes a SIFT keypoint keeps (16 cells)
+ORB_WIDTH = 32  # bytes of an ORB descriptor
 CODE_BITS = 4
 CODE_TOP = 0.4  # RootSIFT value of the highest code (above 99.9% of merged values on photos)
 POINT_STEP = 32  # stored keypoints: 1/32 px in uint16 (the longest side is at most 1024 px)
@@ -64,15 +66,14 @@ class LocalFeatures:
     def to_row(self) -> dict:
         points = np.clip(np.rint(self.points * POINT_STEP), 0, 2**16 - 1).astype("<u2")
         desc = self.descriptors.astype(np.uint8)
-        if desc.shape[1] == 16 * SIFT_BINS:  # SIFT codes: two to a byte
+        if desc.shape[1] == SIFT_WIDTH:  # SIFT codes: two to a byte
             desc = (desc[:, 0::2] << 4) | desc[:, 1::2]
         return {"n": len(self), "format": FORMAT, "points": points.tobytes(), "descriptors": desc.tobytes()}
 
     @classmethod
     def from_row(cls, n: int, points: bytes, descriptors: bytes, format: int, kind: "LocalKind") -> "LocalFeatures":
-        width = 32 if kind.binary else 16 * SIFT_BINS
         if n == 0:
-            return cls(np.zeros((0, 2), np.float32), np.zeros((0, width), np.uint8))
+            return cls.empty(kind)
         stored = np.frombuffer(descriptors, np.uint8).reshape(n, -1)
         if format == 0:
             pts = np.frombuffer(points, np.float32).reshape(n, 2)
@@ -80,9 +81,13 @@ class LocalFeatures:
         pts = np.frombuffer(points, "<u2").reshape(n, 2).astype(np.float32) / POINT_STEP
         if kind.binary:
             return cls(pts, stored)
-        codes = np.empty((n, width), np.uint8)
+        codes = np.empty((n, SIFT_WIDTH), np.uint8)
         codes[:, 0::2], codes[:, 1::2] = stored >> 4, stored & 0x0F
         return cls(pts, codes)
+
+    @classmethod
+    def empty(cls, kind: "LocalKind") -> "LocalFeatures":
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, ORB_WIDTH if kind.binary else SIFT_WIDTH), np.uint8))
 
 
 def compact_sift(descriptors: np.ndarray) -> np.ndarray:
@@ -111,7 +116,7 @@ def extract(image: Image.Image, kind: LocalKind) -> LocalFeatures:
         # a small, blurred or flat photo: its weaker extrema are still the best evidence it has
         keypoints, descriptors = _detector(kind, SIFT_CONTRAST / 2).detectAndCompute(pixels, None)
     if descriptors is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 32 if kind.binary else 16 * SIFT_BINS), np.uint8))
+        return LocalFeatures.empty(kind)
     points = np.float32([k.pt for k in keypoints])
     if kind.binary:
         return LocalFeatures(points, descriptors)

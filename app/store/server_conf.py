@@ -36,8 +36,8 @@ def write_server_conf(pgdata: Path, settings: dict[str, str]) -> bool:
     if changed:
         partial = conf.with_suffix(".partial")
         partial.write_text(wanted)
-        owner = main_conf.stat()
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # the server runs as its own user under root
+            owner = main_conf.stat()
             os.chown(partial, owner.st_uid, owner.st_gid)
         os.chmod(partial, 0o644)
         os.replace(partial, conf)  # whole or not at all: a half-written file would stop the server
