@@ -160,6 +160,41 @@ def test_new_rows_reach_the_older_rows_they_touch(engine, lite0_embedders, calen
     assert same_page == 18 * 8
 
 
+def test_a_stored_image_is_answered_from_its_current_row_as_verification_answers_it(engine, lite0_embedders,
+                                                                                     calendar):
+    """A search for a stored image of a freshly built graph takes its verified neighbours from
+    its row: the same hits, order, scores and (for those shown) inliers as verifying its
+    shortlist again (a filtered search of the same images does that); a row built before the
+    whitening its vectors come from was refitted is not used."""
+    from app.retrieval.search import rank
+    from app.store.graph import current_row
+    from app.store.whitening import save_whitening
+
+    folder, labels = calendar
+    ingest_lite0(engine, lite0_embedders, folder, labels, "gem+sift")
+    method, collection = get_method("gem+sift"), DEFAULT(engine)
+    build_graph(engine, collection, LITE0, method)
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(text("SELECT image_id FROM match_graph ORDER BY image_id"))]
+        whole, every = Scope(collection.id), Scope.of(collection.id, ids)
+        assert not whole.filtered and every.filtered
+        for image_id in ids:
+            query = stored_query(conn, image_id, LITE0, method)
+            fast, slow = (rank(conn, LITE0, method, query, 12, scope) for scope in (whole, every))
+            assert [h.image_id for h in fast] == [h.image_id for h in slow]
+            assert [h.score is None for h in fast] == [h.score is None for h in slow]
+            assert [h.score or 0 for h in fast] == pytest.approx([h.score or 0 for h in slow], rel=1e-5)
+            assert [h.inliers for h in fast if h.score] == [h.inliers for h in slow if h.score]
+        assert {h.label for h in fast[:9]} == {fast[0].label}  # itself, then its page's eight other photos
+        assert current_row(conn, LITE0.name, "sift", ids[0], "gem", collection.id, None) is not None
+        assert current_row(conn, LITE0.name, "sift", ids[0], "gem+w", collection.id, "gem") is None  # other vectors
+    with engine.begin() as conn:  # the row is built from gem+w now, then the whitening is refitted
+        conn.execute(text("UPDATE match_graph SET shortlist = 'gem+w'"))
+        save_whitening(conn, collection.id, LITE0.name, "gem", 18, np.zeros(LITE0.dim), np.eye(LITE0.dim))
+    with engine.connect() as conn:
+        assert current_row(conn, LITE0.name, "sift", ids[0], "gem+w", collection.id, "gem") is None
+
+
 def _ids_of(engine, names: list[str]) -> set[int]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT image_id, path FROM files")).all()

@@ -63,7 +63,7 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
         edges = finished = 0
         older: set[int] = set()
         for rows in (placement or local_rows)(engine, collection.id, spec, method, ids):
-            older |= with_retry(lambda: _write(engine, spec, kind, rows, done))
+            older |= with_retry(lambda: _write(engine, spec, kind, method.stored, rows, done))
             edges += sum(len(row) for _, row in rows)
             finished += len(rows)
             if progress:
@@ -72,15 +72,16 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
             "images": len(ids), "edges": edges, "older_rows": len(older)}
 
 
-def _write(engine: Engine, spec: ModelSpec, kind: str, rows: list[Row], kept: set[int]) -> set[int]:
-    """The rows, and their edges into rows this job keeps (``kept``) written there too; returns
-    the kept rows that gained an edge."""
+def _write(engine: Engine, spec: ModelSpec, kind: str, shortlist: str, rows: list[Row], kept: set[int]) -> set[int]:
+    """The rows (computed from the ``shortlist`` vectors), and their edges into rows this job
+    keeps (``kept``) written there too; returns the kept rows that gained an edge."""
     reverse = reverse_edges(rows, kept)
     with engine.begin() as conn:
-        write_graph(conn, spec.name, kind, rows)
+        write_graph(conn, spec.name, kind, rows, shortlist)
         if reverse:
             stored = load_graph(conn, spec.name, kind, list(reverse))
-            write_graph(conn, spec.name, kind, [(b, {**edges, **stored.get(b, {})}) for b, edges in reverse.items()])
+            write_graph(conn, spec.name, kind, [(b, {**edges, **stored.get(b, {})}) for b, edges in reverse.items()],
+                        shortlist=None)
     return set(reverse)
 
 

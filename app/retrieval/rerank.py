@@ -25,7 +25,7 @@ from app.describe.registry import ModelSpec
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
 from app.retrieval.shortlist import first_stage
-from app.store.graph import load_graph
+from app.store.graph import current_row, load_graph
 from app.store.knn import distances
 from app.store.local import load_local
 from app.store.scope import Scope
@@ -175,12 +175,26 @@ def order(hits: list[Hit], score: dict[int, float], known: dict[int, Hit], inlie
     return itself + good + rest
 
 
+def own_row(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope) -> dict[int, float] | None:
+    """A stored image's match-graph row where it is what verifying the image's shortlist now
+    gives: a search of its whole collection (no filters) with the row's first stage (no query
+    expansion), the row built from the method's vectors after their whitening was fitted."""
+    if query.image_id is None or scope.filtered or method.qe:
+        return None
+    return current_row(conn, spec.name, method.local.name, query.image_id, method.stored, scope.collection,
+                       method.raw if method.whiten else None)
+
+
 def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
-           scope: Scope) -> list[Hit]:
-    """Re-rank the shortlist by spatial verification, the match graph and fusion (module rules)."""
+           scope: Scope, shown: int = SHORTLIST, from_row: bool = True) -> list[Hit]:
+    """Re-rank the shortlist by spatial verification, the match graph and fusion (module rules).
+    A stored image with a current row of its own (``own_row``) takes its verified neighbours
+    from it and verifies only those of them among the ``shown`` best again, for their inliers."""
     verifier = Verifier(conn, method, query)
-    verifier.check([h.image_id for h in hits[:SHORTLIST]])
-    score = verifier.scores()
+    row = own_row(conn, spec, method, query, scope) if from_row else None
+    if row is None:
+        verifier.check([h.image_id for h in hits[:SHORTLIST]])
+    score = verifier.scores() if row is None else row
     known = {h.image_id: h for h in hits}
     graph = load_graph(conn, spec.name, method.local.name, list(score)) if score else {}
     if graph:
@@ -190,6 +204,8 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
         known.update({i: Hit.of(r) for i, r in near.items()})
         score = {i: s for i, s in score.items() if i in known}
     elif score:  # no graph: expand once with the best verified match's own neighbours
+        if row is not None:  # the row's neighbours have none either: verify as without one
+            return rerank(conn, spec, method, query, hits, scope, shown, from_row=False)
         expanded = stored_query(conn, max(score, key=score.get), spec, method)
         if expanded is not None:
             more = [h for h in first_stage(conn, spec, method, expanded.vectors, SHORTLIST, scope)
@@ -197,4 +213,7 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
             verifier.check([h.image_id for h in more])
             known.update({h.image_id: h for h in more})
             score = verifier.scores()
-    return order(hits, fuse(score, known), known, verifier.inliers, query.image_id)
+    score = fuse(score, known)
+    if row is not None:
+        verifier.check([i for i in sorted(score, key=lambda i: -score[i])[:shown] if i in row])
+    return order(hits, score, known, verifier.inliers, query.image_id)

@@ -25,7 +25,7 @@ def rank(conn: Connection, spec: ModelSpec, method: Method, query: Query, k: int
     if method.qe:
         hits = first_stage(conn, spec, method, expand_query(conn, spec, method, query.vectors, hits), n, scope)
     if method.local and query.local is not None:
-        hits = rerank(conn, spec, method, query, hits, scope)
+        hits = rerank(conn, spec, method, query, hits, scope, shown=k)
     return hits[:k]
 
 

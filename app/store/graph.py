@@ -8,16 +8,36 @@ from sqlalchemy import Connection, text
 from app.describe.registry import ModelSpec
 
 
-def write_graph(conn: Connection, model: str, kind: str, rows: Sequence[tuple[int, dict[int, float]]]) -> None:
-    """(image_id, {neighbour: score}) rows, replacing earlier ones."""
+def write_graph(conn: Connection, model: str, kind: str, rows: Sequence[tuple[int, dict[int, float]]],
+                shortlist: str | None) -> None:
+    """(image_id, {neighbour: score}) rows, replacing earlier ones: rows computed from the
+    nearest ``shortlist`` vectors (a stored method), or with None, rows that only gained edges
+    seen from the other side (they keep their shortlist and build time)."""
     if rows:
         conn.execute(
-            text("INSERT INTO match_graph (model, kind, image_id, neighbours, scores) "
-                 "VALUES (:model, :kind, :image_id, :neighbours, :scores) "
+            text("INSERT INTO match_graph (model, kind, image_id, neighbours, scores, shortlist) "
+                 "VALUES (:model, :kind, :image_id, :neighbours, :scores, :shortlist) "
                  "ON CONFLICT (model, kind, image_id) DO UPDATE SET neighbours = EXCLUDED.neighbours, "
-                 "scores = EXCLUDED.scores, built_at = now()"),
+                 "scores = EXCLUDED.scores, "
+                 "shortlist = coalesce(EXCLUDED.shortlist, match_graph.shortlist), "
+                 "built_at = CASE WHEN EXCLUDED.shortlist IS NULL THEN match_graph.built_at ELSE now() END"),
             [{"model": model, "kind": kind, "image_id": int(i), "neighbours": [int(n) for n in row],
-              "scores": [float(s) for s in row.values()]} for i, row in sorted(rows)])
+              "scores": [float(s) for s in row.values()], "shortlist": shortlist} for i, row in sorted(rows)])
+
+
+def current_row(conn: Connection, model: str, kind: str, image_id: int, shortlist: str, collection: int,
+                whitened: str | None) -> dict[int, float] | None:
+    """The image's row if it was computed from the ``shortlist`` vectors after the collection's
+    ``whitened`` descriptor (the fit those vectors come from; None: unwhitened) was last
+    fitted, so verifying the image's shortlist now would give it again; else None."""
+    row = conn.execute(
+        text("SELECT g.neighbours, g.scores FROM match_graph g "
+             "WHERE g.model = :model AND g.kind = :kind AND g.image_id = :id AND g.shortlist = :shortlist "
+             "AND g.built_at >= coalesce((SELECT w.fitted_at FROM whitening w WHERE w.collection_id = :c "
+             "AND w.model = :model AND w.method = :whitened), '-infinity')"),
+        {"model": model, "kind": kind, "id": int(image_id), "shortlist": shortlist, "c": collection,
+         "whitened": whitened}).first()
+    return None if row is None else dict(zip(row.neighbours, row.scores))
 
 
 def load_graph(conn: Connection, model: str, kind: str, ids: Sequence[int]) -> dict[int, dict[int, float]]:

@@ -30,6 +30,11 @@ class Scope:
     def narrowed(self, among: Sequence[int]) -> "Scope":
         return Scope.of(self.collection, among, self.label, self.under)
 
+    @property
+    def filtered(self) -> bool:
+        """Narrower than the whole collection."""
+        return self.among is not None or self.label is not None or self.under is not None
+
     def allows(self, image_id: int) -> bool:
         """What can be told without the database (the list); the SQL applies the rest."""
         return self.among is None or image_id in self.among
