@@ -50,3 +50,24 @@ def test_dvd_photo_to_reference_verified(database, tmp_path):
     metrics = evaluate(folder, labels, "efficientnet-lite0", "verified")
     assert metrics["n_queries"] == 120 and metrics["n_database"] == 30
     assert metrics["recall_at_1"] >= 0.95 and metrics["map"] >= 0.95
+
+
+@pytest.mark.datasets
+def test_a_scene_in_depth_seen_from_two_places_verifies_by_its_epipolar_geometry():
+    """Two Holidays photos of one mountain lake taken from different places: no homography
+    holds the near rocks and the far peaks together, a fundamental matrix does (each inlier
+    counting EPIPOLAR_WEIGHT); two photos of different scenes with as many tentative matches
+    as that rule needs do not verify."""
+    from app.describe.local import (EPIPOLAR_INLIERS, EPIPOLAR_WEIGHT, KINDS, MIN_INLIERS, Prepared,
+                                    _homography_inliers, extract, tentative_matches, verify)
+    from app.files.images import load_image
+
+    folder, sift = datasets_or_skip("holidays805") / "images", KINDS["sift"]
+    lake, lake_elsewhere, other, another = (Prepared(extract(load_image(folder / name), sift), sift) for name in
+                                            ("111600.jpg", "111601.jpg", "126401.jpg", "126502.jpg"))
+    qi, ti = tentative_matches(lake, lake_elsewhere)
+    assert _homography_inliers(lake.points[qi], lake_elsewhere.points[ti]).sum() < MIN_INLIERS
+    inliers, count = verify(lake, lake_elsewhere)
+    assert count == EPIPOLAR_WEIGHT and len(inliers) >= 4 * EPIPOLAR_INLIERS
+    assert len(tentative_matches(other, another)[0]) >= 2 * EPIPOLAR_INLIERS
+    assert len(verify(other, another)[0]) < MIN_INLIERS

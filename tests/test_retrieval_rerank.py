@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from app.retrieval.hits import Hit
-from app.describe.local import MIN_INLIERS
+from app.describe.local import EPIPOLAR_WEIGHT, MIN_INLIERS
 from app.store.scope import Scope
 from app.retrieval.rerank import FUSION_WEIGHT, background_weights, fuse, order, through_graph, verified_scores
 
@@ -23,6 +23,9 @@ def test_background_weights_share_an_inlier_between_the_candidates_that_use_it()
     # keypoints 0, 1, 2 are within BURST_RADIUS of each other and used by 3 candidates: 1/3 each
     assert scores == pytest.approx({1: 1 / 3 + 1.0, 2: 1 / 3, 3: 1 / 3})
     assert background_weights(points, {}) == {}
+    # a candidate verified by its epipolar geometry: each of its inliers counts EPIPOLAR_WEIGHT
+    weaker = background_weights(points, {1: np.array([0, 3]), 2: np.array([1])}, {1: EPIPOLAR_WEIGHT})
+    assert weaker == pytest.approx({1: EPIPOLAR_WEIGHT * (1 / 2 + 1.0), 2: 1 / 2})
 
 
 def test_fusion_and_order_put_verified_first_and_keep_the_rest_in_first_stage_order():
@@ -84,8 +87,8 @@ def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keyp
         prepared.desc, prepared.inverse_norms = root_sift(desc), np.ones(len(points), np.float32)
         return prepared
 
-    reference = len(verify(full(photo), full(turned)))
-    kept = len(verify(*(Prepared(f, sift) for f in stored)))
+    reference = len(verify(full(photo), full(turned))[0])
+    kept = len(verify(*(Prepared(f, sift) for f in stored))[0])
     assert reference > 100 and kept >= 0.8 * reference, (kept, reference)
 
 

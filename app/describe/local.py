@@ -13,6 +13,9 @@ Rules (fixed, documented defaults):
   its best query match (one-to-one), so repeated texture cannot inflate the count.
 - The homography needs 8+ tentative matches, 6 px reprojection error, and must be
   non-degenerate: orientation preserved (det > 0), area scale within 1/100..100, mild perspective.
+- Where the homography finds fewer than ``MIN_INLIERS``, a fundamental matrix (USAC MAGSAC,
+  ``EPIPOLAR_PX`` from the epipolar line) may verify the pair as a 3-D scene seen from two
+  places, with at least ``EPIPOLAR_INLIERS`` (16) inliers, each counting ``EPIPOLAR_WEIGHT``.
 - A candidate is *verified* with at least ``MIN_INLIERS`` (10) inliers; fewer is weak and the
   candidate keeps its first-stage order below every verified one.
 - Verified candidates are ordered by inliers weighted against shared backgrounds: an inlier
@@ -30,6 +33,14 @@ import numpy as np
 from PIL import Image
 
 MIN_INLIERS = 10
+EPIPOLAR_PX = 1.5  # px: an epipolar inlier lies this close to its epipolar line
+# The weaker model's rule, from what an inlier tells against chance: a homography inlier falls in
+# a 6 px disc, an epipolar one in a 3 px band across the frame (log2 of the frame's area over the
+# disc, and of its side over the band: 9.4 and 6.8 bits at 325 px, 12.8 and 8.4 at 1024 px). The
+# 6 inliers a homography needs past its 4-point sample are worth 8-9 past a fundamental matrix's
+# 7-point one: 16 in all, and each counts 10/16 of a homography inlier.
+EPIPOLAR_INLIERS = 16
+EPIPOLAR_WEIGHT = MIN_INLIERS / EPIPOLAR_INLIERS
 BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
 RATIO = 0.8
 REPROJECTION_PX = 6.0
@@ -214,24 +225,45 @@ def _degenerate(h: np.ndarray) -> bool:
     return not (1e-2 < det < 1e2) or abs(h[2, 0]) > 2e-3 or abs(h[2, 1]) > 2e-3
 
 
-def verify(q: Prepared, d: Prepared, matches: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Indices of the query keypoints that are homography inliers against ``d`` (empty when none);
+def verify(q: Prepared, d: Prepared, matches: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+    """(indices of the query keypoints that are inliers against ``d``, empty when none; what
+    each counts: 1 under a homography, ``EPIPOLAR_WEIGHT`` under a fundamental matrix);
     ``matches``: the pair's tentative matches when they are known already."""
-    return inlier_matches(q, d, matches)[0]
+    qi, _, weight = inlier_matches(q, d, matches)
+    return qi, weight
 
 
 def inlier_matches(q: Prepared, d: Prepared,
-                   matches: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The homography's inlier correspondences as (query keypoint indices, their matches in ``d``)."""
+                   matches: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The inlier correspondences as (query keypoint indices, their matches in ``d``, what each
+    counts): a homography's, or where it has fewer than MIN_INLIERS a fundamental matrix's
+    with at least EPIPOLAR_INLIERS (a scene in depth seen from two places)."""
     qi, ti = tentative_matches(q, d) if matches is None else matches
     if len(qi) < 8:
-        return _NO_MATCHES
-    h, mask = cv2.findHomography(q.points[qi], d.points[ti], cv2.USAC_MAGSAC, REPROJECTION_PX,
-                                 maxIters=2000, confidence=0.999)
+        return *_NO_MATCHES, 1.0
+    plane = _homography_inliers(q.points[qi], d.points[ti])
+    if plane.sum() < MIN_INLIERS and len(qi) >= EPIPOLAR_INLIERS:
+        depth = _epipolar_inliers(q.points[qi], d.points[ti])
+        if depth.sum() >= EPIPOLAR_INLIERS:
+            return qi[depth], ti[depth], EPIPOLAR_WEIGHT
+    return qi[plane], ti[plane], 1.0
+
+
+def _homography_inliers(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    h, mask = cv2.findHomography(a, b, cv2.USAC_MAGSAC, REPROJECTION_PX, maxIters=2000, confidence=0.999)
     if h is None or mask is None or _degenerate(h):
-        return _NO_MATCHES
-    keep = mask.ravel().astype(bool)
-    return qi[keep], ti[keep]
+        return np.zeros(len(a), bool)
+    return mask.ravel().astype(bool)
+
+
+def _epipolar_inliers(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    try:
+        f, mask = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, EPIPOLAR_PX, 0.999, 2000)
+    except cv2.error:  # MAGSAC found no model it could refine
+        f = mask = None
+    if f is None or mask is None or f.shape != (3, 3):
+        return np.zeros(len(a), bool)
+    return mask.ravel().astype(bool)
 
 
 def frame_size(width: int, height: int) -> tuple[float, float]:

@@ -30,7 +30,7 @@ def verified_pairs(engine: Engine, method: Method, pairs: list[tuple[int, int, f
     prepared = {i: Prepared(f, method.local) for i, f in features.items()}
     out = []
     for x, y, d in pairs:
-        if x in prepared and y in prepared and len(verify(prepared[x], prepared[y])) >= MIN_INLIERS:
+        if x in prepared and y in prepared and len(verify(prepared[x], prepared[y])[0]) >= MIN_INLIERS:
             out.append((x, y, d))
     return out
 

@@ -5,7 +5,8 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 - a candidate with at least ``MIN_INLIERS`` inliers is verified; verified candidates rank above
   all others, weak ones keep their first-stage order after them;
 - each inlier counts 1/n, n = verified candidates with an inlier within ``BURST_RADIUS`` of it
-  in the query (a shared background counts little, the item itself fully);
+  in the query (a shared background counts little, the item itself fully), times
+  ``EPIPOLAR_WEIGHT`` where a fundamental matrix verified the candidate;
 - through the graph, image d gains max over verified r of (score(r) / best)^GRAPH_POWER x graph(r, d);
   without a graph, the best verified match's own shortlist is verified once (one expansion);
 - every verified score gains FUSION_WEIGHT x (1 - first-stage distance).
@@ -34,11 +35,13 @@ GRAPH_POWER = 2.0  # a path through candidate r is weighted (score(r) / best sco
 FUSION_WEIGHT = float(MIN_INLIERS)  # a verified candidate's score += this x (1 - first-stage distance)
 
 
-def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray]) -> dict[int, float]:
+def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray],
+                       counts: dict[int, float] | None = None) -> dict[int, float]:
     """Score each verified candidate by its inliers (indices into the query's ``points``), each
     weighted 1 / (number of verified candidates with an inlier within ``BURST_RADIUS`` of it in
     the query): a part of the query that matches many different images (a shared background,
-    a textbook under every item) counts little, the item itself counts fully."""
+    a textbook under every item) counts little, the item itself counts fully. ``counts``: what
+    an inlier of a candidate counts where not 1 (an epipolar one's, ``EPIPOLAR_WEIGHT``)."""
     if not inliers:
         return {}
     ids = list(inliers)
@@ -49,13 +52,15 @@ def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray]) -> di
     xy = points[used]
     near = (((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1) <= BURST_RADIUS ** 2).astype(np.float32)
     weights = 1.0 / np.maximum(((near @ members) > 0).sum(axis=1), 1)
-    return {i: float(weights[np.searchsorted(used, inliers[i])].sum()) for i in ids}
+    counts = counts or {}
+    return {i: counts.get(i, 1.0) * float(weights[np.searchsorted(used, inliers[i])].sum()) for i in ids}
 
 
-def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray]) -> dict[int, float]:
+def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray],
+                    counts: dict[int, float] | None = None) -> dict[int, float]:
     """Background-weighted scores of the verified candidates: those with at least MIN_INLIERS
     inliers (fewer are weak: counted, never scored)."""
-    return background_weights(points, {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS})
+    return background_weights(points, {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS}, counts)
 
 
 class SharedWork:
@@ -108,6 +113,7 @@ class Verifier:
         self.conn, self.method, self.query, self.shared = conn, method, query, shared
         self.q = Prepared(query.local, method.local)
         self.inliers: dict[int, np.ndarray] = {}
+        self.counts: dict[int, float] = {}  # what an inlier counts, where not 1 (an epipolar one)
 
     def check(self, ids: list[int]) -> None:
         todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
@@ -115,7 +121,9 @@ class Verifier:
         found = self.shared.load(self.conn, kind, todo) if self.shared else load_local(self.conn, kind, todo)
         for image_id, features in found.items():
             d = Prepared(features, self.method.local)
-            self.inliers[image_id] = verify(self.q, d, self._matches(image_id, d))
+            self.inliers[image_id], count = verify(self.q, d, self._matches(image_id, d))
+            if count != 1.0:
+                self.counts[image_id] = count
 
     def _matches(self, image_id: int, d: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
         """The pair's tentative matches when the job has them (keeping the reverse ones for a
@@ -131,7 +139,7 @@ class Verifier:
         return forward
 
     def scores(self) -> dict[int, float]:
-        return verified_scores(self.q.points, self.inliers)
+        return verified_scores(self.q.points, self.inliers, self.counts)
 
 
 def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope,

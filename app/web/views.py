@@ -105,7 +105,7 @@ class Views:
             raise NotFound(f"no {meth.local.name} features stored for image "
                            f"{image_id if image_id not in features else other_id}")
         qa, qb = Prepared(features[image_id], meth.local), Prepared(features[other_id], meth.local)
-        ia, ib = inlier_matches(qa, qb)
+        ia, ib, _ = inlier_matches(qa, qb)
         pa = qa.points[ia] / np.float32(frame_size(a["width"], a["height"]))
         pb = qb.points[ib] / np.float32(frame_size(b["width"], b["height"]))
         lines = np.hstack([pa, pb])[:MAX_LINES].round(4).tolist()
