@@ -46,7 +46,7 @@ def test_the_build_memory_follows_the_graph_within_its_floor_and_cap(engine, set
 
 
 def test_an_index_is_built_with_the_sized_settings(engine, settings, caplog, monkeypatch):
-    settings(IMGSIM_INDEX_WORKERS="1")
+    settings(IMGSIM_INDEX_WORKERS="1", IMGSIM_HNSW_EF_CONSTRUCTION="100")
     store_random_vectors(LITE0, "gem", 300)
     monkeypatch.setattr(logging.getLogger("imgsim"), "propagate", True)  # the CLI may have turned it off
     with engine.begin() as conn:
@@ -55,10 +55,9 @@ def test_an_index_is_built_with_the_sized_settings(engine, settings, caplog, mon
         assert ensure_index(conn, LITE0, "gem") and not ensure_index(conn, LITE0, "gem")
     [line] = [r.getMessage() for r in caplog.records if "HNSW index of" in r.getMessage()]
     assert line.startswith("built the vector HNSW index of efficientnet-lite0/gem over 300 rows in ")
-    assert line.endswith(f"(maintenance_work_mem {64 * 1024} kB, 1 parallel workers)")
+    assert line.endswith(f"(maintenance_work_mem {64 * 1024} kB, 1 parallel workers, ef_construction 100)")
     with engine.connect() as conn:
-        found = conn.execute(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_emb_efficientnet_lite0_gem_hnsw'"))
-        assert found.scalar() == 1
+        assert "WITH (m='16', ef_construction='100')" in _index_def(conn, "gem")
 
 
 def _index_def(conn, method_name: str) -> str:

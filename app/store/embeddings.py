@@ -133,11 +133,11 @@ def ensure_index(conn: Connection, spec: ModelSpec, method: str) -> bool:
     index_lock(conn, spec.table, method)
     rows, kind = count_embeddings(conn, spec, method), index_kind(conn, spec, method)
     sized = size_index_build(conn, rows, spec.dim, kind)
-    started = time.perf_counter()
-    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method, kind))
+    started, ef_construction = time.perf_counter(), get_settings().hnsw_ef_construction
+    conn.exec_driver_sql(create_index_sql(spec.table, spec.dim, method, kind, ef_construction))
     log.info("built the %s HNSW index of %s/%s over %d rows in %.1f s (maintenance_work_mem %s kB, "
-             "%s parallel workers)", kind, spec.name, method, rows, time.perf_counter() - started,
-             sized["maintenance_work_mem"], sized["max_parallel_maintenance_workers"])
+             "%s parallel workers, ef_construction %d)", kind, spec.name, method, rows, time.perf_counter() - started,
+             sized["maintenance_work_mem"], sized["max_parallel_maintenance_workers"], ef_construction)
     return True
 
 
