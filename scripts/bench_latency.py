@@ -1,11 +1,14 @@
 """Ingest cost, local-feature storage and query latency of a method on this machine.
 
 Uses ../shared/datasets/smvs_dvd_dev when present (its originals/ as new, unstored camera
-photos), else a generated calendar set. Usage: scripts/bench_latency [--method verified] [--model M]
+photos), else a generated calendar set; ``--folder DIR``: the photos to store instead (e.g. a
+folder of links to several sets, for a collection of 1,000).
+Usage: scripts/bench_latency [--method verified] [--model M] [--folder DIR]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -15,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from app.collection.graph import build_graph  # noqa: E402
@@ -39,6 +43,7 @@ def main() -> None:
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--method", default="verified")
     parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--folder", type=Path, help="photos to store (default: the DVD set's images)")
     args = parser.parse_args()
     spec, method = get_model(args.model), get_method(args.method)
     migrate.upgrade()
@@ -46,12 +51,13 @@ def main() -> None:
     dvd = ROOT.parent / "shared" / "datasets" / "smvs_dvd_dev"
     tmp = tempfile.TemporaryDirectory()
     if dvd.is_dir():
-        folder, new_photos = dvd / "images", sorted((dvd / "originals").glob("*.jpg"))
+        folder, new_photos = args.folder or dvd / "images", sorted((dvd / "originals").glob("*.jpg"))
     else:
         from app.evaluation.synth import make_calendar_set
 
-        folder = Path(tmp.name) / "calendar"
-        make_calendar_set(folder, photos_per_page=40)
+        folder = args.folder or Path(tmp.name) / "calendar"
+        if args.folder is None:
+            make_calendar_set(folder, photos_per_page=40)
         new_photos = []
     with engine.begin() as conn:  # the benchmark's photos are a collection of their own
         collection = ensure_collection(conn, f"bench-{folder.parent.name}")
@@ -59,7 +65,7 @@ def main() -> None:
     ingestor.embedder(spec)  # model load is not ingest cost
     report = ingestor.run(folder)
     done = report.found - report.skipped
-    print(f"collection: {folder} ({report.found} images); machine: 2-core CPU, no GPU")
+    print(f"collection: {folder} ({report.found} images); machine: {cpu_name()}, {os.cpu_count()} cores")
     if done:
         print(f"ingest ({method.name}): {report.seconds / done * 1000:.0f} ms/image over {done} new images, "
               f"CNN {report.embed_seconds.get(spec.name, 0) / done * 1000:.0f} ms/image")
