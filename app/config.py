@@ -97,7 +97,7 @@ KNOBS: dict[str, Knob] = {
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "db_memory_mb": Knob(("IMGSIM_DB_MEMORY_MB",), _number(int, 16, 2**21), _quarter_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
-    "hnsw_ef_construction": Knob(("IMGSIM_HNSW_EF_CONSTRUCTION",), _number(int, 32, 1000), 64),
+    "hnsw_ef_construction": Knob(("IMGSIM_HNSW_EF_CONSTRUCTION",), _number(int, 32, 1000), 128),
     "api_token": Knob(("IMGSIM_API_TOKEN",), str),
     "allowed_roots": Knob(("IMGSIM_ALLOWED_ROOTS",), lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), ()),
 }

@@ -3,7 +3,8 @@ project's own store (image rows, binary COPY of the vectors, index builds sized 
 ``app.store.embeddings``), then every index kind (``vector``, ``halfvec``, ``binary``) built and
 queried: COPY rows/s, build time, table and index bytes per image, query p50/p90 and recall@10
 against exact search at several ``ef_search``. Prints one JSON object (``--json``: only that)
-and writes docs/scale.md (results of every N measured are kept in docs/scale.json).
+and writes docs/scale.md (the last result of every N and ef_construction measured is kept in
+docs/scale.json).
 
 The vectors: the whitened ``gem`` descriptors of the real photos in ../shared/datasets (the
 stored form of the default method once a collection is whitened), plus draws from a mixture
@@ -15,7 +16,8 @@ of the index).
 Runs on an embedded PostgreSQL of its own (``--home``, default a folder in the temporary
 directory), which it empties first; it never touches the user's database.
 
-Usage: scripts/bench_scale [--n 100000] [--kinds vector,halfvec,binary] [--ef 40,100,200] [--json]
+Usage: scripts/bench_scale [--n 100000] [--kinds vector,halfvec,binary] [--ef 100,200,400] [--json]
+(the build's ef_construction: IMGSIM_HNSW_EF_CONSTRUCTION)
 """
 from __future__ import annotations
 
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--kinds", default="vector,halfvec,binary")
-    parser.add_argument("--ef", default="40,100,200")
+    parser.add_argument("--ef", default="100,200,400")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--spread", type=float, default=0.5)
     args = parser.parse_args()
@@ -231,7 +233,7 @@ def write(result: dict) -> None:
     docs = ROOT / "docs"
     store = docs / "scale.json"
     runs = json.loads(store.read_text()) if store.is_file() else {}
-    runs[str(result["n"])] = result
+    runs[f"{result['n']}:{result['ef_construction']}"] = result
     store.write_text(json.dumps(runs, indent=1) + "\n")
     lines = ["# The database at scale (measured)", "",
              "`scripts/bench_scale --n N` on the machine named in each section: vectors that behave like real "
@@ -242,15 +244,17 @@ def write(result: dict) -> None:
              "stored. Recall@10 is against exact search over the same rows; times are warm (each query run once "
              "on a new index, then 20 before each candidate list), "
              "through `app.store.knn.nearest` (one SQL statement and the files lookup).", ""]
-    for n in sorted(runs, key=int):
-        r = runs[n]
+    for key in sorted(runs, key=lambda k: (runs[k]["n"], runs[k]["date"])):
+        r = runs[key]
         m = r["machine"]
-        lines += [f"## {int(n):,} x {r['dim']} ({r['model']}, `{r['stored']}`)", "",
+        lines += [f"## {r['n']:,} x {r['dim']} ({r['model']}, `{r['stored']}`), ef_construction "
+                  f"{r.get('ef_construction', 64)}", "",
                   f"{r['date']}; {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; shared_buffers "
                   f"{r['shared_buffers']}, index builds with up to {r['index_memory_mb']} MB and "
                   f"{r['index_workers']} parallel workers, HNSW m 16 and ef_construction "
                   f"{r.get('ef_construction', 64)}. COPY: **{r['copy_rows_per_s']:,} rows/s** "
-                  f"(image rows and vectors, {r['real_descriptors']} real descriptors among them).", "",
+                  f"(image rows and vectors, {r['real_descriptors']} real descriptors among them)."
+                  + (f" {r['note']}" if r.get("note") else ""), "",
                   "| index | build s | index bytes/image | table bytes/image | ef_search | p50 ms | p90 ms | recall@10 |",
                   "|---|---|---|---|---|---|---|---|"]
         for k in r["kinds"]:

@@ -129,18 +129,18 @@ def test_collections_keep_the_same_file_apart(engine, small, tmp_path):
 
 
 def test_filters_return_k_rows_through_the_hnsw_index(engine):
-    """300 images; the 12 labelled 'rare' and the 12 under /photos/rare/ are the farthest from the
-    query, so a plain index scan (ef_search 100) would find none of them."""
+    """1,000 images; the 12 labelled 'rare' and the 12 under /photos/rare/ are the farthest from the
+    query, so a plain index scan (ef_search 400) would find none of them."""
     from app.store.knn import knn_sql, search_settings
     from app.store.scope import Scope
 
     rng = np.random.default_rng(8)
     direction = rng.normal(size=SMALL.dim).astype(np.float32)
-    vectors = direction + rng.normal(size=(300, SMALL.dim)).astype(np.float32) * np.linspace(0.2, 3.0, 300)[:, None]
+    vectors = direction + rng.normal(size=(1000, SMALL.dim)).astype(np.float32) * np.linspace(0.2, 3.0, 1000)[:, None]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = [{"sha256": f"{i:064x}", "width": 4, "height": 4,
-             "path": f"/photos/rare/{i}.jpg" if 276 <= i < 288 else f"/photos/common/{i}.jpg",
-             "label": "rare" if i >= 288 else "common"} for i in range(300)]
+             "path": f"/photos/rare/{i}.jpg" if 976 <= i < 988 else f"/photos/common/{i}.jpg",
+             "label": "rare" if i >= 988 else "common"} for i in range(1000)]
     from app.store.embeddings import ensure_index, write_embeddings
 
     with engine.begin() as conn:

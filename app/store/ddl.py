@@ -81,7 +81,7 @@ def candidates_per_result(dim: int, kind: str) -> int | None:
     return 1 if _half(dim, kind) else None
 
 
-def create_index_sql(table: str, dim: int, method: str, kind: str = "vector", ef_construction: int = 64) -> str:
+def create_index_sql(table: str, dim: int, method: str, kind: str, ef_construction: int) -> str:
     """``ef_construction``: the candidate list each inserted element searches for its neighbours
     (pgvector's default 64); a larger one builds a better connected graph, more slowly."""
     if kind not in INDEX_KINDS:

@@ -18,8 +18,9 @@ from app.store.files import file_info
 from app.store.scope import Scope
 
 # pgvector's default candidate list (40) kept 0.89 of the true top 10 at 100,000 real-like
-# vectors and 0.79 at 1,000,000; 100 kept 0.98 and 0.86 for 0.4 ms more (docs/scale.md).
-MIN_EF_SEARCH, MAX_EF_SEARCH = 100, 1000
+# vectors and 0.79 at 1,000,000; 100 kept 0.98 and 0.86. At 1,000,000 in an index built with
+# ef_construction 128, 400 kept 0.96 in p50 7.6 ms, 200 kept 0.95 in 6.3 ms (docs/scale.md).
+MIN_EF_SEARCH, MAX_EF_SEARCH = 400, 1000
 MAX_SCAN_TUPLES = 1_000_000  # iterative scans of filtered searches stop here
 
 
@@ -60,7 +61,7 @@ def _nearest_sql(alias: str, spec: ModelSpec, stored: str, kind: str, operand: s
 @contextmanager
 def search_settings(conn: Connection, k: int, ef_search: int | None = None) -> Iterator[None]:
     """Settings of the nearest-neighbour queries run inside the block: an HNSW candidate list of
-    at least k, within [100, 1000] (``ef_search`` when given), and a scan that goes on past it
+    at least k, within [400, 1000] (``ef_search`` when given), and a scan that goes on past it
     (up to MAX_SCAN_TUPLES) while rows are filtered out (transaction-local); and, for the block
     only, no sequential scan and no sort of an embedding table. The planner cannot estimate the scope's filters: when it guesses
     that they keep few rows it would read the whole table and sort it (pgvector's advice for
