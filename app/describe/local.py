@@ -26,6 +26,7 @@ Rules (fixed, documented defaults):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -41,6 +42,11 @@ EPIPOLAR_PX = 1.5  # px: an epipolar inlier lies this close to its epipolar line
 # 7-point one: 16 in all, and each counts 10/16 of a homography inlier.
 EPIPOLAR_INLIERS = 16
 EPIPOLAR_WEIGHT = MIN_INLIERS / EPIPOLAR_INLIERS
+# The fallback looks for a scene that most of the tentative matches agree on (a share of 0.6 or
+# more; the pairs it is for have 0.7-0.9): samples enough to draw 7 of them at once with 99.9%
+# confidence (244). A pair without such a scene stops there instead of searching 2000 samples.
+EPIPOLAR_SHARE = 0.6
+EPIPOLAR_SAMPLES = math.ceil(math.log(1 - 0.999) / math.log(1 - EPIPOLAR_SHARE ** 7))
 BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
 RATIO = 0.8
 REPROJECTION_PX = 6.0
@@ -258,7 +264,7 @@ def _homography_inliers(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _epipolar_inliers(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     try:
-        f, mask = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, EPIPOLAR_PX, 0.999, 2000)
+        f, mask = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, EPIPOLAR_PX, 0.999, EPIPOLAR_SAMPLES)
     except cv2.error:  # MAGSAC found no model it could refine
         f = mask = None
     if f is None or mask is None or f.shape != (3, 3):
