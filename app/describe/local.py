@@ -247,9 +247,10 @@ def inlier_matches(q: Prepared, d: Prepared,
     qi, ti = tentative_matches(q, d) if matches is None else matches
     if len(qi) < 8:
         return *_NO_MATCHES, 1.0
-    plane = _homography_inliers(q.points[qi], d.points[ti])
+    a, b = q.points[qi], d.points[ti]
+    plane = _homography_inliers(a, b)
     if plane.sum() < MIN_INLIERS and len(qi) >= EPIPOLAR_INLIERS:
-        depth = _epipolar_inliers(q.points[qi], d.points[ti])
+        depth = _epipolar_inliers(a, b)
         if depth.sum() >= EPIPOLAR_INLIERS:
             return qi[depth], ti[depth], EPIPOLAR_WEIGHT
     return qi[plane], ti[plane], 1.0

@@ -20,7 +20,6 @@ from app.describe.methods import UnknownMethod, get_method
 
 HNSW_MAX_DIM = 2000
 HNSW_M = 16  # pgvector's default neighbours per element (2 x M on the bottom layer)
-MIN_EF_CONSTRUCTION, MAX_EF_CONSTRUCTION = 2 * HNSW_M, 1000  # pgvector's bounds of a build's candidate list
 INDEX_KINDS = ("vector", "halfvec", "binary")
 RERANK = 10  # binary: candidates by bits per result, re-ranked by the full vectors
 _METHOD_CHARS = re.compile(r"[a-z0-9@+\-]+")
@@ -83,11 +82,10 @@ def candidates_per_result(dim: int, kind: str) -> int | None:
 
 def create_index_sql(table: str, dim: int, method: str, kind: str, ef_construction: int) -> str:
     """``ef_construction``: the candidate list each inserted element searches for its neighbours
-    (pgvector's default 64); a larger one builds a better connected graph, more slowly."""
+    (pgvector's default 64; IMGSIM_HNSW_EF_CONSTRUCTION, whose knob keeps it within pgvector's
+    32-1000); a larger one builds a better connected graph, more slowly."""
     if kind not in INDEX_KINDS:
         raise ValueError(f"unknown index kind {kind!r}")
-    if not MIN_EF_CONSTRUCTION <= int(ef_construction) <= MAX_EF_CONSTRUCTION:
-        raise ValueError(f"ef_construction must be from {MIN_EF_CONSTRUCTION} to {MAX_EF_CONSTRUCTION}")
     return (f"CREATE INDEX IF NOT EXISTS {index_name(table, method)} ON {table} USING hnsw "
             f"({indexed_expr('embedding', dim, kind)} {index_opclass(dim, kind)}) "
             f"WITH (m = {HNSW_M}, ef_construction = {int(ef_construction)}) WHERE method = {method_literal(method)}")
