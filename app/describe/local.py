@@ -27,6 +27,7 @@ Rules (fixed, documented defaults):
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -169,17 +170,30 @@ def tentative_matches(q: Prepared, d: Prepared) -> tuple[np.ndarray, np.ndarray]
         return _NO_MATCHES
     if q.kind.binary:
         return _hamming_matches(q, d)
-    return ratio_matches(similarity(q, d))
+    return ratio_matches(similarity(q, d, _scratch(0, len(q), len(d)), _scratch(1, len(q), len(d))))
 
 
-def similarity(q: Prepared, d: Prepared) -> np.ndarray:
+def similarity(q: Prepared, d: Prepared, out: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
     """Cosine similarities of the SIFT codes (rows: ``q``), bit for bit the transpose of
     ``similarity(d, q)``: products of 4-bit codes are integers, exact in float32 in any order,
     and each pair's two norms are multiplied once. So a pair's matches do not depend on which of
-    its images asked, whatever the order of the matrix library's sums (4-bit codes tie often)."""
-    sim = q.desc @ d.desc.T
-    sim *= np.outer(q.inverse_norms, d.inverse_norms)
+    its images asked, whatever the order of the matrix library's sums (4-bit codes tie often).
+    ``out`` and ``scale``: (len(q), len(d)) float32 arrays to compute in (``scale`` is overwritten)."""
+    sim = np.matmul(q.desc, d.desc.T, out=out)
+    sim *= np.multiply(q.inverse_norms[:, None], d.inverse_norms[None, :], out=scale)
     return sim
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(slot: int, rows: int, cols: int) -> np.ndarray:
+    """A (rows, cols) float32 array of this thread's, reused by its next verification: a new
+    4 MB array for each product of a pair cost more in page faults than scaling the product."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    if buffers.get(slot, np.empty(0, np.float32)).size < rows * cols:
+        buffers[slot] = np.empty(rows * cols, np.float32)
+    return buffers[slot][:rows * cols].reshape(rows, cols)
 
 
 def matches_both_ways(q: Prepared, d: Prepared) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -187,8 +201,9 @@ def matches_both_ways(q: Prepared, d: Prepared) -> tuple[tuple[np.ndarray, np.nd
     descriptors (SIFT): the second is the ratio test down the product's columns."""
     if len(q) < 2 or len(d) < 2 or q.kind.binary:
         return tentative_matches(q, d), tentative_matches(d, q)
-    sim = similarity(q, d)
-    backward = ratio_matches(cv2.transpose(sim))  # a copy (the test overwrites its input); 3x numpy's
+    sim = similarity(q, d, _scratch(0, len(q), len(d)), _scratch(1, len(q), len(d)))
+    # down the columns: a transposed copy (the test overwrites its input); 3x numpy's
+    backward = ratio_matches(cv2.transpose(sim, _scratch(1, len(d), len(q))))
     return ratio_matches(sim), backward
 
 
