@@ -131,6 +131,31 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
     assert all(h.score is not None for h in hits[1:9])
 
 
+def test_rows_computed_by_worker_processes_are_the_rows_computed_here(engine, lite0_embedders, calendar,
+                                                                     monkeypatch):
+    """The match-graph workers (fresh processes, a contiguous slice of the images each) give
+    the rows this process gives; a worker that fails fails the job in one line."""
+    from sqlalchemy import create_engine
+
+    from app.collection.rows import WorkerError, local_rows, process_rows
+    from app.store.graph import verifiable_ids
+
+    folder, labels = calendar
+    ingest_lite0(engine, lite0_embedders, folder, labels, "gem+sift")
+    method, collection = get_method("gem+sift"), DEFAULT(engine)
+    with engine.connect() as conn:
+        ids = verifiable_ids(conn, LITE0, method.stored, "sift", collection.id)
+    here = dict(row for rows in local_rows(engine, collection.id, LITE0, method, ids) for row in rows)
+    there = dict(row for rows in process_rows(engine, collection.id, LITE0, method, ids, workers=2) for row in rows)
+    assert len(here) == 18 and sum(map(len, here.values())) >= 18 * 8
+    assert there == here
+    monkeypatch.setenv("IMGSIM_RETRY_SECONDS", "0")
+    elsewhere = create_engine(engine.url.set(database="no_such_database"))
+    with pytest.raises(WorkerError, match="worker stopped .*no_such_database") as failed:
+        list(process_rows(elsewhere, collection.id, LITE0, method, ids, workers=2))
+    assert "\n" not in str(failed.value)
+
+
 def test_new_rows_reach_the_older_rows_they_touch(engine, lite0_embedders, calendar, tmp_path):
     """Images added later appear in the older images' rows without a rebuild: each new edge
     (new -> old) is written into the old row too, with its score; same-page edges come out as a

@@ -13,27 +13,20 @@ the shortlists change).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
-from app.retrieval.query import effective_method, stored_query
-from app.retrieval.rerank import SharedWork, direct_scores
+from app.collection.rows import Row, RowPlacement, local_rows
+from app.retrieval.query import effective_method
 from app.retrieval.shortlist import warn_if_unindexed
 from app.store.collections import Collection
 from app.store.graph import graph_ids, load_graph, verifiable_ids, write_graph
 from app.store.locks import job_lock
 from app.store.retry import with_retry
-from app.store.scope import Scope
 
-BATCH = 32  # rows per transaction
-Row = tuple[int, dict[int, float]]  # image id -> its verified neighbours' scores
-# Where the rows are computed: (engine, collection id, model, method, image ids) -> batches of
-# rows as they are done. ``local_rows`` runs them here; a distributed engine places them on
-# its workers (``app.ingestion.distributed``). Each row depends only on the stored data.
-RowPlacement = Callable[[Engine, int, ModelSpec, Method, list[int]], Iterator[list[Row]]]
 
 
 class GraphError(ValueError):
@@ -93,27 +86,6 @@ def reverse_edges(rows: list[Row], kept: set[int]) -> dict[int, dict[int, float]
             if b in kept:
                 out.setdefault(b, {})[a] = score
     return out
-
-
-def local_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
-               ids: list[int]) -> Iterator[list[Row]]:
-    """The rows of ``ids`` computed in this process, ``BATCH`` at a time, sharing the job's work."""
-    shared = SharedWork(ids)
-    for start in range(0, len(ids), BATCH):
-        yield with_retry(lambda: graph_rows(engine, collection, spec, method, ids[start:start + BATCH], shared))
-
-
-def graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method, ids: Sequence[int],
-               shared: SharedWork) -> list[Row]:
-    """The rows of ``ids``: each image as a query of the collection, its verified neighbours."""
-    rows = []
-    with engine.connect() as conn:
-        for image_id in ids:
-            query = stored_query(conn, image_id, spec, method)
-            rows.append((image_id, direct_scores(conn, spec, method, query, Scope(collection), shared)
-                         if query is not None else {}))
-            shared.done(image_id)
-    return rows
 
 
 def update_graph(engine: Engine, collection: Collection, spec: ModelSpec, method: Method, rebuild: bool = False,

@@ -26,8 +26,9 @@ import numpy as np
 import ray
 import ray.data
 from sqlalchemy import Engine
+from threadpoolctl import threadpool_limits
 
-from app.collection.graph import BATCH, Row, graph_rows
+from app.collection.rows import BATCH, Row, graph_rows, slices
 from app.config import get_settings, settings_environment
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
@@ -132,6 +133,8 @@ class GraphWorker:
     def __init__(self, environment: dict[str, str], url: str, collection: int, spec: ModelSpec, method: Method,
                  ids: list[int]):
         use_environment(environment)
+        # the matrix library's threads fit the CPUs the actor asked for (its default: every core)
+        self.threads = threadpool_limits(get_settings().inference_threads or None)
         self.engine, self.collection, self.spec, self.method = engine_for(url), collection, spec, method
         self.shared = SharedWork(ids)
 
@@ -182,11 +185,11 @@ class RayDistributor:
             return
         url = engine.url.render_as_string(hide_password=False)
         count = min(self.workers, math.ceil(len(ids) / BATCH))
-        slices = [ids[k * len(ids) // count:(k + 1) * len(ids) // count] for k in range(count)]
+        parts = slices(ids, count)
         actor = ray.remote(GraphWorker).options(num_cpus=self.cpus)
-        actors = [actor.remote(self.environment, url, collection, spec, method, part) for part in slices]
+        actors = [actor.remote(self.environment, url, collection, spec, method, part) for part in parts]
         try:
-            pending = [a.rows.remote(chunk) for a, part in zip(actors, slices) for chunk in batched(part, BATCH)]
+            pending = [a.rows.remote(chunk) for a, part in zip(actors, parts) for chunk in batched(part, BATCH)]
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(ready[0])
