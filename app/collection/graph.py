@@ -17,16 +17,15 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from app.collection.rows import Row, RowPlacement, local_rows
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
-from app.collection.rows import Row, RowPlacement, local_rows
 from app.retrieval.query import effective_method
 from app.retrieval.shortlist import warn_if_unindexed
 from app.store.collections import Collection
 from app.store.graph import graph_ids, load_graph, verifiable_ids, write_graph
 from app.store.locks import job_lock
 from app.store.retry import with_retry
-
 
 
 class GraphError(ValueError):

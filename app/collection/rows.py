@@ -6,7 +6,8 @@ database computes the same row. Verification is mostly single-threaded work (the
 RANSAC): one process keeps one core busy while the matrix library's threads wait, so a
 machine with more cores computes the rows in as many worker processes, each on a contiguous
 slice of the images (the pairs inside a slice share their descriptor products) with a
-single-threaded matrix library. A failed worker fails the job; the rows written before stay. ``app.ingestion.distributed`` places the same work on Ray.
+single-threaded matrix library. A failed worker fails the job (the rows written before stay).
+``app.ingestion.distributed`` places the same work on Ray.
 """
 from __future__ import annotations
 
