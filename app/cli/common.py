@@ -37,7 +37,7 @@ BenchCollectionOpt = Annotated[Optional[str], typer.Option(
                                "from the photos you search.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q")]
 EngineOpt = Annotated[str, typer.Option(
-    "--engine", help="Where the decoding, embedding and verifying run: local (this process) or ray (a Ray "
+    "--engine", help="Where the decoding, embedding and verifying run: local (this machine) or ray (a Ray "
                      "cluster; needs imgsim[ray]).")]
 AddressOpt = Annotated[Optional[str], typer.Option(
     "--address", help="The Ray cluster to join (host:port, or auto for the one `ray start` runs here); "

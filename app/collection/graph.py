@@ -54,6 +54,8 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
         ids = [i for i in ids if i not in done]
         edges = finished = 0
         older: set[int] = set()
+        if progress:  # the clock starts now, not at the first batch's rows
+            progress(0, len(ids))
         for rows in (placement or local_rows)(engine, collection.id, spec, method, ids):
             older |= with_retry(lambda: _write(engine, spec, kind, method.stored, rows, done))
             edges += sum(len(row) for _, row in rows)
