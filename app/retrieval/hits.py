@@ -13,7 +13,7 @@ class Hit:
     distance: float  # cosine distance of the first stage (whole-image vectors)
     label: str | None
     inliers: int | None = None  # verified local matches, when the method verified this candidate
-    score: float | None = None  # re-ranking score (background-weighted inliers, graph-expanded)
+    score: float | None = None  # re-ranking score (background-weighted cells of inliers, graph-expanded)
     paths: tuple[str, ...] = ()  # every file holding the image (``path`` is the first)
 
     @classmethod

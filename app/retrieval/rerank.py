@@ -5,7 +5,9 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 - a candidate with at least ``MIN_INLIERS`` inliers is verified; verified candidates rank above
   all others, weak ones keep their first-stage order after them;
 - each inlier counts 1/n, n = verified candidates with an inlier within ``BURST_RADIUS`` of it
-  in the query (a shared background counts little, the item itself fully), times
+  in the query (a shared background counts little, the item itself fully), and a candidate
+  scores the cells of ``EVIDENCE_CELL`` px of the query its inliers fall in, each as much as
+  its best inlier there (inliers crowded on one patch are one piece of evidence), times
   ``EPIPOLAR_WEIGHT`` where a fundamental matrix verified the candidate;
 - through the graph, image d gains max over verified r of (score(r) / best)^GRAPH_POWER x graph(r, d);
   without a graph, the best verified match's own shortlist is verified once (one expansion);
@@ -33,15 +35,20 @@ from app.store.scope import Scope
 
 GRAPH_POWER = 2.0  # a path through candidate r is weighted (score(r) / best score)^GRAPH_POWER
 FUSION_WEIGHT = float(MIN_INLIERS)  # a verified candidate's score += this x (1 - first-stage distance)
+# px: a candidate's inliers in one cell of the query (5% of a 1024 px side) are one piece of
+# evidence: the keypoints of a small patch (a logo, a title, a rating box) agree together
+EVIDENCE_CELL = BURST_RADIUS / 2
 
 
 def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray],
                        counts: dict[int, float] | None = None) -> dict[int, float]:
-    """Score each verified candidate by its inliers (indices into the query's ``points``), each
-    weighted 1 / (number of verified candidates with an inlier within ``BURST_RADIUS`` of it in
-    the query): a part of the query that matches many different images (a shared background,
-    a textbook under every item) counts little, the item itself counts fully. ``counts``: what
-    an inlier of a candidate counts where not 1 (an epipolar one's, ``EPIPOLAR_WEIGHT``)."""
+    """Score each verified candidate by the cells of the query its inliers (indices into the
+    query's ``points``) cover, each cell as much as its best inlier there, an inlier weighted
+    1 / (number of verified candidates with an inlier within ``BURST_RADIUS`` of it in the
+    query): a part of the query that matches many different images (a shared background, a
+    textbook under every item) counts little, the item itself counts fully, and a patch dense
+    with inliers (a logo that other items share) counts as one part. ``counts``: what an
+    inlier of a candidate counts where not 1 (an epipolar one's, ``EPIPOLAR_WEIGHT``)."""
     if not inliers:
         return {}
     ids = list(inliers)
@@ -52,8 +59,17 @@ def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray],
     xy = points[used]
     near = (((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1) <= BURST_RADIUS ** 2).astype(np.float32)
     weights = 1.0 / np.maximum(((near @ members) > 0).sum(axis=1), 1)
+    cells = np.floor(xy / EVIDENCE_CELL).astype(np.int64) @ np.array([1 << 20, 1], np.int64)
     counts = counts or {}
-    return {i: counts.get(i, 1.0) * float(weights[np.searchsorted(used, inliers[i])].sum()) for i in ids}
+    return {i: counts.get(i, 1.0) * _per_cell(cells[k], weights[k])
+            for i in ids for k in [np.searchsorted(used, inliers[i])]}
+
+
+def _per_cell(cells: np.ndarray, weights: np.ndarray) -> float:
+    """The sum over the cells (one id per inlier) of the best weight in each."""
+    order = np.lexsort((-weights, cells))
+    first = np.r_[True, cells[order][1:] != cells[order][:-1]]
+    return float(weights[order][first].sum())
 
 
 def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray],
@@ -166,7 +182,7 @@ def through_graph(score: dict[int, float], graph: dict[int, dict[int, float]], q
 
 
 def fuse(score: dict[int, float], known: dict[int, Hit]) -> dict[int, float]:
-    """The first-stage similarity counts up to FUSION_WEIGHT weighted inliers."""
+    """The first-stage similarity counts up to FUSION_WEIGHT weighted cells of inliers."""
     return {i: s + FUSION_WEIGHT * (1.0 - known[i].distance) for i, s in score.items()}
 
 
