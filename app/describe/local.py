@@ -20,8 +20,8 @@ Rules (fixed, documented defaults):
   candidate keeps its first-stage order below every verified one.
 - Verified candidates are ordered by the cells of the query their inliers cover, weighted
   against shared backgrounds: an inlier counts 1/n where n is the number of verified candidates
-  with an inlier within ``BURST_RADIUS`` (10% of the longest side) of it in the query, and each
-  cell counts its best inlier once (see ``app.retrieval.rerank``).
+  with an inlier within ``BURST_RADIUS`` (10% of the longest side) of it in the query, each
+  cell counts its best inlier once and every inlier a tenth (see ``app.retrieval.rerank``).
 - Where the match graph exists (``imgsim index graph``), each verified candidate's stored verified
   neighbours are added with its score relative to the best candidate's as weight (``app.collection.graph``).
 """

@@ -7,7 +7,8 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 - each inlier counts 1/n, n = verified candidates with an inlier within ``BURST_RADIUS`` of it
   in the query (a shared background counts little, the item itself fully), and a candidate
   scores the cells of ``EVIDENCE_CELL`` px of the query its inliers fall in, each as much as
-  its best inlier there (inliers crowded on one patch are one piece of evidence), times
+  its best inlier there (inliers crowded on one patch are one piece of evidence), plus
+  ``INLIER_SHARE`` of its inliers, times
   ``EPIPOLAR_WEIGHT`` where a fundamental matrix verified the candidate;
 - through the graph, image d gains max over verified r of (score(r) / best)^GRAPH_POWER x graph(r, d);
   without a graph, the best verified match's own shortlist is verified once (one expansion);
@@ -38,6 +39,9 @@ FUSION_WEIGHT = float(MIN_INLIERS)  # a verified candidate's score += this x (1 
 # px: a candidate's inliers in one cell of the query (5% of a 1024 px side) are one piece of
 # evidence: the keypoints of a small patch (a logo, a title, a rating box) agree together
 EVIDENCE_CELL = BURST_RADIUS / 2
+# what each inlier adds beside its cell's count: a cell's further inliers are evidence too,
+# though not independent of its first
+INLIER_SHARE = 0.1
 
 
 def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray],
@@ -47,7 +51,8 @@ def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray],
     1 / (number of verified candidates with an inlier within ``BURST_RADIUS`` of it in the
     query): a part of the query that matches many different images (a shared background, a
     textbook under every item) counts little, the item itself counts fully, and a patch dense
-    with inliers (a logo that other items share) counts as one part. ``counts``: what an
+    with inliers (a logo that other items share) counts as one part, its further inliers a
+    tenth each (``INLIER_SHARE``). ``counts``: what an
     inlier of a candidate counts where not 1 (an epipolar one's, ``EPIPOLAR_WEIGHT``)."""
     if not inliers:
         return {}
@@ -66,10 +71,11 @@ def background_weights(points: np.ndarray, inliers: dict[int, np.ndarray],
 
 
 def _per_cell(cells: np.ndarray, weights: np.ndarray) -> float:
-    """The sum over the cells (one id per inlier) of the best weight in each."""
+    """The sum over the cells (one id per inlier) of the best weight in each, and
+    ``INLIER_SHARE`` of every inlier's weight."""
     order = np.lexsort((-weights, cells))
     first = np.r_[True, cells[order][1:] != cells[order][:-1]]
-    return float(weights[order][first].sum())
+    return float(weights[order][first].sum()) + INLIER_SHARE * float(weights.sum())
 
 
 def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray],
