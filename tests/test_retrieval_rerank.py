@@ -5,7 +5,8 @@ import pytest
 from app.retrieval.hits import Hit
 from app.describe.local import EPIPOLAR_WEIGHT, MIN_INLIERS
 from app.store.scope import Scope
-from app.retrieval.rerank import FUSION_WEIGHT, background_weights, fuse, order, through_graph, verified_scores
+from app.retrieval.rerank import (FUSION_WEIGHT, INLIER_SHARE, background_weights, fuse, order, through_graph,
+                                  verified_scores)
 
 
 def test_graph_expansion_adds_the_verified_neighbours_of_verified_candidates():
@@ -20,12 +21,14 @@ def test_background_weights_share_an_inlier_between_the_candidates_that_use_it()
     # Query keypoints 0-2 sit together (a shared background), 3 far away (the item).
     points = np.array([[0, 0], [10, 0], [0, 10], [900, 900]], np.float32)
     scores = background_weights(points, {1: np.array([0, 3]), 2: np.array([1]), 3: np.array([2])})
-    # keypoints 0, 1, 2 are within BURST_RADIUS of each other and used by 3 candidates: 1/3 each
-    assert scores == pytest.approx({1: 1 / 3 + 1.0, 2: 1 / 3, 3: 1 / 3})
+    # keypoints 0, 1, 2 are within BURST_RADIUS of each other and used by 3 candidates: 1/3 each;
+    # each inlier in a cell of its own: its cell's count and a tenth more (INLIER_SHARE)
+    share = 1 + INLIER_SHARE
+    assert scores == pytest.approx({1: share * (1 / 3 + 1.0), 2: share / 3, 3: share / 3})
     assert background_weights(points, {}) == {}
     # a candidate verified by its epipolar geometry: each of its inliers counts EPIPOLAR_WEIGHT
     weaker = background_weights(points, {1: np.array([0, 3]), 2: np.array([1])}, {1: EPIPOLAR_WEIGHT})
-    assert weaker == pytest.approx({1: EPIPOLAR_WEIGHT * (1 / 2 + 1.0), 2: 1 / 2})
+    assert weaker == pytest.approx({1: EPIPOLAR_WEIGHT * share * (1 / 2 + 1.0), 2: share / 2})
 
 
 def test_fusion_and_order_put_verified_first_and_keep_the_rest_in_first_stage_order():
@@ -42,7 +45,7 @@ def test_a_candidate_is_verified_from_ten_inliers():
     assert MIN_INLIERS == 10
     points = np.stack([np.arange(40) * 100.0, np.zeros(40)], axis=1).astype(np.float32)  # far apart: weight 1
     inliers = {1: np.arange(10), 2: np.arange(10, 19), 3: np.array([], int)}
-    assert verified_scores(points, inliers) == pytest.approx({1: 10.0})
+    assert verified_scores(points, inliers) == pytest.approx({1: 10.0 * (1 + INLIER_SHARE)})
 
 
 def test_one_product_gives_the_ratio_test_both_ways():
