@@ -61,7 +61,13 @@ def local_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
     workers = min(get_settings().graph_workers, math.ceil(len(ids) / BATCH))
     if workers > 1:
         yield from process_rows(engine, collection, spec, method, ids, workers)
-        return
+    else:
+        yield from rows_here(engine, collection, spec, method, ids)
+
+
+def rows_here(engine: Engine, collection: int, spec: ModelSpec, method: Method,
+              ids: list[int]) -> Iterator[list[Row]]:
+    """The rows of ``ids`` computed in this process, ``BATCH`` at a time, sharing their work."""
     shared = SharedWork(ids)
     for start in range(0, len(ids), BATCH):
         yield with_retry(lambda: graph_rows(engine, collection, spec, method, ids[start:start + BATCH], shared))
@@ -85,9 +91,10 @@ def process_rows(engine: Engine, collection: int, spec: ModelSpec, method: Metho
     job = (settings_environment(), engine.url.render_as_string(hide_password=False), collection, spec, method)
     done: queue.Queue = queue.Queue()
     procs: list[subprocess.Popen] = []
+    parts = slices(ids, workers)
     with contextlib.ExitStack() as stack:  # its files: what each worker wrote to stderr
         stack.callback(_stop, procs)
-        for part in slices(ids, workers):
+        for part in parts:
             errors = stack.enter_context(tempfile.TemporaryFile())
             proc = subprocess.Popen([sys.executable, "-m", "app.collection.rows"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=errors, env=worker_env())
@@ -95,7 +102,7 @@ def process_rows(engine: Engine, collection: int, spec: ModelSpec, method: Metho
             pickle.dump((*job, part), proc.stdin)
             proc.stdin.close()
             threading.Thread(target=_collect, args=(proc, errors, done), daemon=True).start()
-        for _ in range(sum(math.ceil(len(part) / BATCH) for part in slices(ids, workers))):
+        for _ in range(sum(math.ceil(len(part) / BATCH) for part in parts)):
             batch = done.get()
             if isinstance(batch, WorkerError):
                 raise batch
@@ -144,10 +151,8 @@ def work(source, sink) -> None:
     environment, url, collection, spec, method, part = pickle.load(source)
     os.environ.update(environment)
     get_settings.cache_clear()
-    engine, shared = engine_for(url), SharedWork(part)
-    for start in range(0, len(part), BATCH):
-        batch = part[start:start + BATCH]
-        pickle.dump(with_retry(lambda: graph_rows(engine, collection, spec, method, batch, shared)), sink)
+    for rows in rows_here(engine_for(url), collection, spec, method, part):
+        pickle.dump(rows, sink)
         sink.flush()
 
 
