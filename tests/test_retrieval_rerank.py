@@ -113,3 +113,48 @@ def test_a_photo_with_few_keypoints_is_detected_again_at_half_the_contrast_thres
     assert len(extract(flat, sift)) == detected(SIFT_CONTRAST / 2) > 1.5 * detected(SIFT_CONTRAST)
     large = Image.fromarray(data.astronaut())  # enough keypoints: one detection, capped
     assert len(extract(large, sift)) == sift.max_keypoints
+
+
+def _features(points: np.ndarray, unit: np.ndarray):
+    """SIFT features with the given points and unit descriptors (as the existing form would hold)."""
+    from app.describe.local import KINDS, LocalFeatures, Prepared
+
+    prepared = Prepared(LocalFeatures(points.astype(np.float32), np.zeros((len(points), 64), np.uint8)), KINDS["sift"])
+    prepared.desc, prepared.inverse_norms = unit.astype(np.float32), np.ones(len(points), np.float32)
+    return prepared
+
+
+def _pair_just_past_the_ratio(ratio: float, n: int = 40):
+    """A query and a photo of the same thing whose every true match has a decoy in the photo
+    at ``ratio`` times its nearest distance: the ratio test passes them only above ``ratio``."""
+    rng = np.random.default_rng(3)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    u = unit(rng.normal(size=(n, 64)))
+
+    def at(distance):  # a unit vector per row at this distance from u's row
+        side = rng.normal(size=(n, 64))
+        side = unit(side - (side * u).sum(1, keepdims=True) * u)
+        cos = 1 - distance**2 / 2
+        return cos * u + np.sqrt(1 - cos**2) * side
+
+    near = 0.6
+    points = rng.uniform(0, 1000, size=(n, 2))
+    moved = points * 0.8 + [50, 30]  # the thing seen smaller and shifted: a homography
+    photo = _features(np.vstack([moved, rng.uniform(0, 1000, size=(n, 2))]), np.vstack([at(near), at(near / ratio)]))
+    return _features(points, u), photo
+
+
+def test_a_query_with_no_verified_candidate_is_matched_again_at_the_looser_ratio():
+    """Where no candidate verifies at RATIO, every candidate is matched again at RETRY_RATIO;
+    where one does, the others keep what RATIO gave them."""
+    from app.describe.local import RATIO, RETRY_RATIO, pair_inliers, verify, verify_candidates
+
+    query, photo = _pair_just_past_the_ratio((RATIO + RETRY_RATIO) / 2)
+    assert len(verify(query, photo)[0]) == 0  # every true match fails the ratio test at 0.8
+    assert len(verify_candidates(query, {1: photo})[1][0]) == 40  # alone: matched again at 0.85
+    assert len(pair_inliers(query, photo)[0]) == 40  # as the page showing a pair draws it
+    copy = _features(query.points, query.desc)  # a candidate that verifies at 0.8
+    both = verify_candidates(query, {1: photo, 2: copy})
+    assert (len(both[1][0]), len(both[2][0])) == (0, 40)
+    query, photo = _pair_just_past_the_ratio(RETRY_RATIO + 0.02)
+    assert len(verify_candidates(query, {1: photo})[1][0]) == 0  # past the looser ratio too: no match

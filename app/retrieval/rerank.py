@@ -3,7 +3,8 @@ through the match graph, and fusion with the first stage's similarity.
 
 Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 - a candidate with at least ``MIN_INLIERS`` inliers is verified; verified candidates rank above
-  all others, weak ones keep their first-stage order after them;
+  all others, weak ones keep their first-stage order after them; where none is verified, the
+  candidates are matched again at the looser ``RETRY_RATIO`` (``app.describe.local``);
 - each inlier counts 1/n, n = verified candidates with an inlier within ``BURST_RADIUS`` of it
   in the query (a shared background counts little, the item itself fully), and a candidate
   scores the cells of ``EVIDENCE_CELL`` px of the query its inliers fall in, each as much as
@@ -23,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.local import BURST_RADIUS, MIN_INLIERS, LocalFeatures, Prepared, matches_both_ways, verify
+from app.describe.local import BURST_RADIUS, MIN_INLIERS, LocalFeatures, Prepared, matches_both_ways, verify_candidates
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.retrieval.hits import Hit
@@ -141,9 +142,9 @@ class Verifier:
         todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
         kind = self.method.local.name
         found = self.shared.load(self.conn, kind, todo) if self.shared else load_local(self.conn, kind, todo)
-        for image_id, features in found.items():
-            d = Prepared(features, self.method.local)
-            self.inliers[image_id], count = verify(self.q, d, self._matches(image_id, d))
+        prepared = {image_id: Prepared(features, self.method.local) for image_id, features in found.items()}
+        for image_id, (inliers, count) in verify_candidates(self.q, prepared, self._matches).items():
+            self.inliers[image_id] = inliers
             if count != 1.0:
                 self.counts[image_id] = count
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from app import api
 from app.config import Settings
-from app.describe.local import Prepared, frame_size, inlier_matches
+from app.describe.local import Prepared, frame_size, pair_inliers
 from app.describe.methods import get_method
 from app.evaluation.metrics import average_precision, precision_at
 from app.files.images import ImageError, load_image
@@ -105,7 +105,7 @@ class Views:
             raise NotFound(f"no {meth.local.name} features stored for image "
                            f"{image_id if image_id not in features else other_id}")
         qa, qb = Prepared(features[image_id], meth.local), Prepared(features[other_id], meth.local)
-        ia, ib, _ = inlier_matches(qa, qb)
+        ia, ib, _ = pair_inliers(qa, qb)
         pa = qa.points[ia] / np.float32(frame_size(a["width"], a["height"]))
         pb = qb.points[ib] / np.float32(frame_size(b["width"], b["height"]))
         lines = np.hstack([pa, pb])[:MAX_LINES].round(4).tolist()
