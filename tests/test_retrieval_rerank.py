@@ -53,7 +53,8 @@ def test_one_product_gives_the_ratio_test_both_ways():
     from PIL import Image
     from skimage import data
 
-    from app.describe.local import KINDS, Prepared, extract, matches_both_ways, similarity, tentative_matches
+    from app.describe.keypoints import KINDS, extract
+    from app.describe.local import Prepared, matches_both_ways, similarity, tentative_matches
 
     photo = Image.fromarray(data.astronaut())
     turned = photo.rotate(8, resample=Image.BILINEAR).resize((400, 380))
@@ -73,7 +74,8 @@ def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keyp
     from PIL import Image
     from skimage import data
 
-    from app.describe.local import KINDS, LocalFeatures, Prepared, extract, root_sift, verify
+    from app.describe.keypoints import KINDS, LocalFeatures, extract, root_sift
+    from app.describe.local import Prepared, verify
 
     sift = KINDS["sift"]
     photo = Image.fromarray(data.astronaut())
@@ -100,7 +102,7 @@ def test_a_photo_with_few_keypoints_is_detected_again_at_half_the_contrast_thres
     from PIL import Image
     from skimage import data
 
-    from app.describe.local import FEW_KEYPOINTS, KINDS, SIFT_CONTRAST, extract
+    from app.describe.keypoints import FEW_KEYPOINTS, KINDS, SIFT_CONTRAST, extract
 
     sift = KINDS["sift"]
     flat = np.asarray(Image.fromarray(data.astronaut()).resize((256, 256)).convert("L")) * 0.3 + 90
@@ -117,7 +119,8 @@ def test_a_photo_with_few_keypoints_is_detected_again_at_half_the_contrast_thres
 
 def _features(points: np.ndarray, unit: np.ndarray):
     """SIFT features with the given points and unit descriptors (as the existing form would hold)."""
-    from app.describe.local import KINDS, LocalFeatures, Prepared
+    from app.describe.keypoints import KINDS, LocalFeatures
+    from app.describe.local import Prepared
 
     prepared = Prepared(LocalFeatures(points.astype(np.float32), np.zeros((len(points), 64), np.uint8)), KINDS["sift"])
     prepared.desc, prepared.inverse_norms = unit.astype(np.float32), np.ones(len(points), np.float32)

@@ -78,7 +78,7 @@ def _fill_every_kind_of_row(n: int = 5):
     row, written through the store (no model needed). Returns the whole-image rows."""
     import numpy as np
 
-    from app.describe.local import LocalFeatures
+    from app.describe.keypoints import LocalFeatures
     from app.describe.registry import get_model
     from app.store.db import get_engine
     from app.store.embeddings import write_embeddings
@@ -134,7 +134,7 @@ def test_0007_reads_rows_written_before_as_compact_and_going_down_drops_only_com
     import numpy as np
     from sqlalchemy import text
 
-    from app.describe.local import LocalFeatures, compact_sift
+    from app.describe.keypoints import LocalFeatures, compact_sift
     from app.store.db import get_engine
     from app.store.local import load_local, write_local
     from tests.helpers import store_images

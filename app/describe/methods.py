@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from app.describe.local import KINDS, LONGEST_SIDE, LocalKind
+from app.describe.keypoints import KINDS, LONGEST_SIDE, LocalKind
 from app.describe.registry import ModelSpec
 
 

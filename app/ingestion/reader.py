@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from app.config import Settings
-from app.describe.local import LocalFeatures, extract
+from app.describe.keypoints import LocalFeatures, extract
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.files.images import Candidate, ImageError, decode, find_images, photo_size, read_bytes, sha256

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from app.config import get_settings
 from app.describe.backends import shared_network
 from app.describe.embedder import Embedder
-from app.describe.local import LocalFeatures, extract
+from app.describe.keypoints import LocalFeatures, extract
 from app.describe.methods import Method, get_method, with_collection
 from app.describe.registry import ModelSpec, get_model
 from app.describe.vectors import apply_whitening

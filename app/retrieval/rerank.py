@@ -24,7 +24,8 @@ from dataclasses import replace
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.local import BURST_RADIUS, MIN_INLIERS, LocalFeatures, Prepared, matches_both_ways, verify_candidates
+from app.describe.keypoints import LocalFeatures
+from app.describe.local import BURST_RADIUS, MIN_INLIERS, Prepared, matches_both_ways, verify_candidates
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.retrieval.hits import Hit

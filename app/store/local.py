@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, text
 
-from app.describe.local import KINDS, LocalFeatures
+from app.describe.keypoints import KINDS, LocalFeatures
 
 
 def local_ids(conn: Connection, kind: str, ids: Iterable[int]) -> set[int]:
