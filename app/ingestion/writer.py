@@ -34,7 +34,7 @@ from app.store.collections import Collection
 from app.store.files import upsert_files
 from app.store.images import clear_failures, image_ids_by_sha, insert_images, record_failure
 from app.store.local import write_local
-from app.store.locks import lock_tables_for_write
+from app.store.locks import lock_table_for_rewrite, lock_tables_for_write
 from app.store.retry import with_retry
 from app.store.whitening import load_whitening, whitening_version
 
@@ -146,10 +146,16 @@ class Writer:
         for spec in self.models:
             new = sum(spec in w.models for w in todo)
             if new:
-                with self.engine.begin() as conn:
-                    if new >= embeddings.count_images(conn, spec, self.method.raw):
-                        for method in (self.method.raw, whitened_name(self.method.raw)):
-                            embeddings.drop_index(conn, spec, method)
+                with_retry(lambda: self._drop_if_outgrown(spec, new))
+
+    def _drop_if_outgrown(self, spec: ModelSpec, new: int) -> None:
+        with self.engine.begin() as conn:
+            # the table first: two jobs that both counted and then dropped would each wait for
+            # the other's read to end (a deadlock)
+            lock_table_for_rewrite(conn, spec.table)
+            if new >= embeddings.count_images(conn, spec, self.method.raw):
+                for method in (self.method.raw, whitened_name(self.method.raw)):
+                    embeddings.drop_index(conn, spec, method)
 
     def build_indexes(self, stopped_early: bool = False) -> None:
         """Make sure every model's index of this method (and of its whitened rows) exists. After
