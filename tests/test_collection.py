@@ -112,10 +112,9 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
             "SELECT i.label, n.label, e.score FROM match_graph g JOIN files i ON i.image_id = g.image_id "
             "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS e(id, score) JOIN files n ON n.image_id = e.id")).all()
     assert len(rows) == first["edges"]
+    stored = _own_rows(engine)
     with engine.connect() as conn:  # rows the job computed sharing products = rows of queries run alone
-        ids = [r[0] for r in conn.execute(text("SELECT image_id FROM match_graph"))]
-        stored = load_graph(conn, LITE0.name, "sift", ids)
-        for image_id in ids:
+        for image_id in stored:
             alone = direct_scores(conn, LITE0, method, stored_query(conn, image_id, LITE0, method),
                                   Scope(DEFAULT(engine).id))
             assert alone.keys() == stored[image_id].keys()
@@ -156,10 +155,11 @@ def test_rows_computed_by_worker_processes_are_the_rows_computed_here(engine, li
     assert "\n" not in str(failed.value)
 
 
-def test_new_rows_reach_the_older_rows_they_touch(engine, lite0_embedders, calendar, tmp_path):
-    """Images added later appear in the older images' rows without a rebuild: each new edge
-    (new -> old) is written into the old row too, with its score; same-page edges come out as a
-    full build gives them (every photo of a page verifies the 8 others)."""
+def test_an_edge_is_read_from_both_sides_at_its_better_score(engine, lite0_embedders, calendar, tmp_path):
+    """Images added later appear among the older images' neighbours without a rebuild: each
+    edge is stored once, in the row of the image that verified it, and read from both sides at
+    the better of its scores where both rows hold it; same-page edges come out as a full build
+    gives them (every photo of a page verifies the 8 others)."""
     folder, labels = calendar
     part = tmp_path / "photos"
     part.mkdir()
@@ -172,15 +172,16 @@ def test_new_rows_reach_the_older_rows_they_touch(engine, lite0_embedders, calen
         (part / name).write_bytes((folder / name).read_bytes())
     second = ingestor(engine, [LITE0], method, embedders=lite0_embedders, graph=True).run(part, pages)
     assert first.graph[0]["images"] == second.graph[0]["images"] == 9
-    assert second.graph[0]["older_rows"] > 0
     with engine.connect() as conn:
         labels_by_id = dict(conn.execute(text("SELECT image_id, label FROM files")).all())
         rows = load_graph(conn, LITE0.name, "sift", list(labels_by_id))
-    old = {i for i, row in rows.items() if i in _ids_of(engine, names[::2])}
-    for new in set(rows) - old:
-        for neighbour, score in rows[new].items():
-            if neighbour in old:
-                assert rows[neighbour][new] == pytest.approx(score)
+    old, stored = _ids_of(engine, names[::2]), _own_rows(engine)
+    assert any(new not in stored[o] and new in rows[o] for o in old for new in set(rows) - old)
+    both = [(a, b) for a in stored for b in stored[a] if a in stored[b]]
+    assert any(stored[a][b] != pytest.approx(stored[b][a]) for a, b in both)  # the sides weigh a pair apart
+    for a, row in stored.items():
+        for b, score in row.items():
+            assert rows[b][a] == rows[a][b] == pytest.approx(max(score, stored[b].get(a, score)))
     same_page = sum(labels_by_id[a] == labels_by_id[b] and a != b for a, row in rows.items() for b in row)
     assert same_page == 18 * 8
 
@@ -218,6 +219,36 @@ def test_a_stored_image_is_answered_from_its_current_row_as_verification_answers
         save_whitening(conn, collection.id, LITE0.name, "gem", 18, np.zeros(LITE0.dim), np.eye(LITE0.dim))
     with engine.connect() as conn:
         assert current_row(conn, LITE0.name, "sift", ids[0], "gem+w", collection.id, "gem") is None
+
+
+def test_a_stored_image_finds_the_images_whose_rows_list_it(engine, lite0_embedders, calendar):
+    """A pair stored only in the other image's row (its shortlist held the pair, the query's
+    did not) is still a verified neighbour of the query, with its inliers."""
+    from app.retrieval.search import rank
+    from app.store.graph import write_graph
+
+    folder, labels = calendar
+    ingest_lite0(engine, lite0_embedders, folder, labels, "gem+sift")
+    method, collection = get_method("gem+sift"), DEFAULT(engine)
+    build_graph(engine, collection, LITE0, method)
+    rows = _own_rows(engine)
+    query = min(rows)
+    dropped = {n for n in rows[query] if query in rows[n]}
+    assert dropped
+    with engine.begin() as conn:
+        write_graph(conn, LITE0.name, "sift", [(query, {n: s for n, s in rows[query].items() if n not in dropped})],
+                    method.stored)
+    with engine.connect() as conn:
+        hits = rank(conn, LITE0, method, stored_query(conn, query, LITE0, method), 18, Scope(collection.id))
+    found = {h.image_id: h for h in hits}
+    assert all(found[n].score is not None and found[n].inliers >= 10 for n in dropped)
+
+
+def _own_rows(engine) -> dict[int, dict[int, float]]:
+    """The stored rows, each as the job wrote it (the edges its image verified)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT image_id, neighbours, scores FROM match_graph")).all()
+    return {i: dict(zip(n, s)) for i, n, s in rows}
 
 
 def _ids_of(engine, names: list[str]) -> set[int]:

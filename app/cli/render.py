@@ -101,8 +101,7 @@ def print_fit(result: dict) -> None:
 
 def print_graph(result: dict) -> None:
     out.print(f"match graph {result['model']}/{result['method']} in {escape(one_line(result['collection']))}: rows "
-              f"for {result['images']} images, {result['edges']} verified edges"
-              + (f"; {result['older_rows']} older rows list them" if result.get("older_rows") else ""), highlight=False)
+              f"for {result['images']} images, {result['edges']} verified edges", highlight=False)
 
 
 def print_failure(f) -> None:

@@ -5,11 +5,10 @@ background weighting) and its verified neighbours are stored with their scores. 
 the verified candidates' rows expand the query (``app.retrieval.rerank.through_graph``): an
 image that verifies strongly against the query's best matches rises even where the query
 itself matched it weakly or not at all (another side of the same item, another page under
-different light). Rows of images added later are computed by the next run, and each of their
-edges (new -> old, score) is written into the old image's row too (the same correspondences
-seen from the other side), so older rows list the images added after them at the cost of the
-new rows alone; ``rebuild`` recomputes every row (an ingest does after a whitening fit, since
-the shortlists change).
+different light). Rows of images added later are computed by the next run. An edge is stored
+in the row of the image that verified it and read from both sides (``app.store.graph.load_graph``),
+so older rows need not be rewritten to list the images added after them; ``rebuild`` recomputes
+every row (an ingest does after a whitening fit, since the shortlists change).
 """
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from app.describe.registry import ModelSpec
 from app.retrieval.query import effective_method
 from app.retrieval.shortlist import warn_if_unindexed
 from app.store.collections import Collection
-from app.store.graph import graph_ids, load_graph, verifiable_ids, write_graph
+from app.store.graph import graph_ids, verifiable_ids, write_graph
 from app.store.locks import job_lock
 from app.store.retry import with_retry
 
@@ -53,40 +52,22 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
                 warn_if_unindexed(conn, spec, method)
         ids = [i for i in ids if i not in done]
         edges = finished = 0
-        older: set[int] = set()
         if progress:  # the clock starts now, not at the first batch's rows
             progress(0, len(ids))
         for rows in (placement or local_rows)(engine, collection.id, spec, method, ids):
-            older |= with_retry(lambda: _write(engine, spec, kind, method.stored, rows, done))
+            with_retry(lambda: _write(engine, spec, kind, method.stored, rows))
             edges += sum(len(row) for _, row in rows)
             finished += len(rows)
             if progress:
                 progress(finished, len(ids))
     return {"collection": collection.name, "model": spec.name, "kind": kind, "method": method.canonical,
-            "images": len(ids), "edges": edges, "older_rows": len(older)}
+            "images": len(ids), "edges": edges}
 
 
-def _write(engine: Engine, spec: ModelSpec, kind: str, shortlist: str, rows: list[Row], kept: set[int]) -> set[int]:
-    """The rows (computed from the ``shortlist`` vectors), and their edges into rows this job
-    keeps (``kept``) written there too; returns the kept rows that gained an edge."""
-    reverse = reverse_edges(rows, kept)
+def _write(engine: Engine, spec: ModelSpec, kind: str, shortlist: str, rows: list[Row]) -> None:
+    """The rows, computed from the ``shortlist`` vectors."""
     with engine.begin() as conn:
         write_graph(conn, spec.name, kind, rows, shortlist)
-        if reverse:
-            stored = load_graph(conn, spec.name, kind, list(reverse))
-            write_graph(conn, spec.name, kind, [(b, {**edges, **stored.get(b, {})}) for b, edges in reverse.items()],
-                        shortlist=None)
-    return set(reverse)
-
-
-def reverse_edges(rows: list[Row], kept: set[int]) -> dict[int, dict[int, float]]:
-    """Each edge (a -> b, score) of ``rows`` as b -> a, where b's row is kept."""
-    out: dict[int, dict[int, float]] = {}
-    for a, row in rows:
-        for b, score in row.items():
-            if b in kept:
-                out.setdefault(b, {})[a] = score
-    return out
 
 
 def update_graph(engine: Engine, collection: Collection, spec: ModelSpec, method: Method, rebuild: bool = False,

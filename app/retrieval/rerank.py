@@ -11,6 +11,9 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
   its best inlier there (inliers crowded on one patch are one piece of evidence), plus
   ``INLIER_SHARE`` of its inliers, times
   ``EPIPOLAR_WEIGHT`` where a fundamental matrix verified the candidate;
+- a stored image's verified neighbours include the images whose match-graph rows list it, and
+  every graph edge is read from both sides at the better of its two scores
+  (``app.store.graph.both_ways``);
 - through the graph, image d gains max over verified r of (score(r) / best)^GRAPH_POWER x graph(r, d);
   without a graph, the best verified match's own shortlist is verified once (one expansion);
 - every verified score gains FUSION_WEIGHT x (1 - first-stage distance).
@@ -31,7 +34,7 @@ from app.describe.registry import ModelSpec
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
 from app.retrieval.shortlist import first_stage
-from app.store.graph import current_row, load_graph
+from app.store.graph import both_ways, current_row, listed_in, load_graph
 from app.store.knn import distances
 from app.store.local import load_local
 from app.store.scope import Scope
@@ -221,12 +224,17 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
            scope: Scope, shown: int = SHORTLIST, from_row: bool = True) -> list[Hit]:
     """Re-rank the shortlist by spatial verification, the match graph and fusion (module rules).
     A stored image with a current row of its own (``own_row``) takes its verified neighbours
-    from it and verifies only those of them among the ``shown`` best again, for their inliers."""
+    from it (and from the rows that list it) and verifies only those of them among the ``shown``
+    best again, for their inliers."""
     verifier = Verifier(conn, method, query)
     row = own_row(conn, spec, method, query, scope) if from_row else None
     if row is None:
         verifier.check([h.image_id for h in hits[:SHORTLIST]])
     score = verifier.scores() if row is None else row
+    if query.image_id is not None:  # the pairs the other images verified with it, as their rows hold them
+        listed = listed_in(conn, spec.name, method.local.name, [query.image_id]).get(query.image_id, {})
+        score = both_ways(score, {i: s for i, s in listed.items() if scope.allows(i)})
+    direct = set(score)
     known = {h.image_id: h for h in hits}
     graph = load_graph(conn, spec.name, method.local.name, list(score)) if score else {}
     if graph:
@@ -246,6 +254,5 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
             known.update({h.image_id: h for h in more})
             score = verifier.scores()
     score = fuse(score, known)
-    if row is not None:
-        verifier.check([i for i in sorted(score, key=lambda i: -score[i])[:shown] if i in row])
+    verifier.check([i for i in sorted(score, key=lambda i: -score[i])[:shown] if i in direct])  # for their inliers
     return order(hits, score, known, verifier.inliers, query.image_id)

@@ -9,18 +9,15 @@ from app.describe.registry import ModelSpec
 
 
 def write_graph(conn: Connection, model: str, kind: str, rows: Sequence[tuple[int, dict[int, float]]],
-                shortlist: str | None) -> None:
-    """(image_id, {neighbour: score}) rows, replacing earlier ones: rows computed from the
-    nearest ``shortlist`` vectors (a stored method), or with None, rows that only gained edges
-    seen from the other side (they keep their shortlist and build time)."""
+                shortlist: str) -> None:
+    """(image_id, {neighbour: score}) rows computed from the nearest ``shortlist`` vectors (a
+    stored method), replacing earlier ones."""
     if rows:
         conn.execute(
             text("INSERT INTO match_graph (model, kind, image_id, neighbours, scores, shortlist) "
                  "VALUES (:model, :kind, :image_id, :neighbours, :scores, :shortlist) "
                  "ON CONFLICT (model, kind, image_id) DO UPDATE SET neighbours = EXCLUDED.neighbours, "
-                 "scores = EXCLUDED.scores, "
-                 "shortlist = coalesce(EXCLUDED.shortlist, match_graph.shortlist), "
-                 "built_at = CASE WHEN EXCLUDED.shortlist IS NULL THEN match_graph.built_at ELSE now() END"),
+                 "scores = EXCLUDED.scores, shortlist = EXCLUDED.shortlist, built_at = now()"),
             [{"model": model, "kind": kind, "image_id": int(i), "neighbours": [int(n) for n in row],
               "scores": [float(s) for s in row.values()], "shortlist": shortlist} for i, row in sorted(rows)])
 
@@ -41,11 +38,37 @@ def current_row(conn: Connection, model: str, kind: str, image_id: int, shortlis
 
 
 def load_graph(conn: Connection, model: str, kind: str, ids: Sequence[int]) -> dict[int, dict[int, float]]:
-    """The stored neighbour rows of ``ids`` (images without a row are absent)."""
+    """The neighbours of ``ids``, each edge read from both sides: an image's own row and the
+    rows that list it, at the better of the two scores where both do (images that neither have a
+    row nor are listed in one are absent)."""
     rows = conn.execute(text("SELECT image_id, neighbours, scores FROM match_graph "
                              "WHERE model = :model AND kind = :kind AND image_id = ANY(:ids)"),
                         {"model": model, "kind": kind, "ids": [int(i) for i in ids]})
-    return {r.image_id: dict(zip(r.neighbours, r.scores)) for r in rows}
+    graph = {r.image_id: dict(zip(r.neighbours, r.scores)) for r in rows}
+    for image_id, edges in listed_in(conn, model, kind, ids).items():
+        graph[image_id] = both_ways(graph.get(image_id, {}), edges)
+    return graph
+
+
+def both_ways(row: dict[int, float], listed: dict[int, float]) -> dict[int, float]:
+    """An image's neighbours from its own row and from the rows that list it (``listed``), each
+    at the better score: a pair verified from either side is verified, and the side where it is
+    not one of many matches on a shared background shows best how much the two images share."""
+    return {**listed, **{n: max(s, listed.get(n, s)) for n, s in row.items()}}
+
+
+def listed_in(conn: Connection, model: str, kind: str, ids: Sequence[int]) -> dict[int, dict[int, float]]:
+    """For each of ``ids``, the images whose rows list it, with the score there (the edge as the
+    other image verified it)."""
+    rows = conn.execute(text("SELECT u.neighbour, g.image_id, u.score FROM match_graph g "
+                             "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS u(neighbour, score) "
+                             "WHERE g.model = :model AND g.kind = :kind AND g.neighbours && CAST(:ids AS bigint[]) "
+                             "AND u.neighbour = ANY(CAST(:ids AS bigint[]))"),
+                        {"model": model, "kind": kind, "ids": [int(i) for i in ids]})
+    out: dict[int, dict[int, float]] = {}
+    for listed, image_id, score in rows:
+        out.setdefault(listed, {})[image_id] = score
+    return out
 
 
 def graph_ids(conn: Connection, model: str, kind: str) -> set[int]:
