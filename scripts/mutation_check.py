@@ -114,6 +114,12 @@ MUTATIONS = [
     Mutation("both sides of an edge give its better score (the row's own)", "app/store/graph.py",
              "max(s, listed.get(n, s))", "s",
              ("tests/test_collection.py::test_an_edge_is_read_from_both_sides_at_its_better_score",)),
+    Mutation("the unverified tail follows the query averaged with its verified images (the query alone)",
+             "app/retrieval/rerank.py",
+             "vectors[0] = expand_vector(conn, spec, method.stored, query.vectors[0], [known[i] for i in score], alpha=0.0)",
+             "pass",
+             ("tests/test_retrieval_search.py::test_the_unverified_tail_follows_the_query_averaged_with_its_verified_"
+              "images",)),
     Mutation("a stored image's neighbours include the rows that list it (its own row only)", "app/retrieval/rerank.py",
              "score = both_ways(score, {i: s for i, s in listed.items() if scope.allows(i)})", "pass",
              ("tests/test_collection.py::test_a_stored_image_finds_the_images_whose_rows_list_it",)),

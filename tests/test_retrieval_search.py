@@ -10,7 +10,7 @@ from app.retrieval.query import QueryError
 from app.retrieval.search import similar
 from app.store.knn import knn_sql, nearest
 from app.store.scope import Scope
-from tests.helpers import store_random_vectors
+from tests.helpers import store_images, store_random_vectors
 
 GLOBAL = get_method("global")
 DEFAULT = Scope(1)
@@ -90,3 +90,40 @@ def test_query_expansion_adds_the_top_three_results_other_than_the_query_itself(
     top = hits[1:4]
     wanted = expand(vectors[0], [vectors[ids.index(h.image_id)] for h in top], [h.distance for h in top], alpha=3.0)
     np.testing.assert_allclose(expanded[0], wanted, atol=1e-5)
+
+
+def test_the_unverified_tail_follows_the_query_averaged_with_its_verified_images(engine):
+    """After the verified images, the rest come in the first stage's order from the query's
+    vector plus its verified images' (each weighing as much as the query): a photo near the
+    item's verified photos comes before a look-alike near the query alone, and keeps its
+    distance to the query."""
+    from app.retrieval.query import Query
+    from app.retrieval.rerank import verified_tail
+    from app.retrieval.shortlist import first_stage
+
+    spec, method = get_model("efficientnet-lite0"), get_method("gem+sift")
+    rng = np.random.default_rng(11)
+    noise = rng.normal(size=(26, spec.dim)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    item = noise[0]
+    vectors = np.stack([item + 1.2 * noise[1],  # the query: a poor view of the item
+                        item + 0.3 * noise[2], item + 0.3 * noise[3],  # two verified photos of it
+                        item + 0.5 * noise[4],  # a photo of it no verification reached
+                        0.5 * item + 1.2 * noise[1] + 0.6 * noise[5],  # a look-alike of the query's view
+                        *noise[6:]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = [{"sha256": f"{i:064x}", "path": f"/tail/{i}.jpg", "width": 10, "height": 10, "label": None}
+            for i in range(len(vectors))]
+    with engine.begin() as conn:
+        stored = store_images(conn, rows)
+        ids = [stored[r["sha256"]] for r in rows]
+        write_embeddings(conn, spec, method.stored, [(i, 0, v) for i, v in zip(ids, vectors)])
+    query, a, b, photo, look_alike = ids[:5]
+    with engine.begin() as conn:
+        hits = first_stage(conn, spec, method, vectors[:1], 10, DEFAULT)
+        known = {h.image_id: h for h in hits}
+        tail = verified_tail(conn, spec, method, Query(vectors[:1], None, query), {a: 1.0, b: 1.0}, known, 10, DEFAULT)
+    plain, expanded = [h.image_id for h in hits], [h.image_id for h in tail]
+    assert plain.index(look_alike) < plain.index(photo)
+    assert expanded.index(photo) < expanded.index(look_alike)
+    assert tail[expanded.index(photo)].distance == pytest.approx(1 - float(vectors[0] @ vectors[3]), abs=1e-5)

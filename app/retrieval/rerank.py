@@ -16,7 +16,9 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
   (``app.store.graph.both_ways``);
 - through the graph, image d gains max over verified r of (score(r) / best)^GRAPH_POWER x graph(r, d);
   without a graph, the best verified match's own shortlist is verified once (one expansion);
-- every verified score gains FUSION_WEIGHT x (1 - first-stage distance).
+- every verified score gains FUSION_WEIGHT x (1 - first-stage distance);
+- the images no verification reached follow in the first stage's order from the query's vector
+  averaged with its verified images' vectors (``verified_tail``).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
-from app.retrieval.shortlist import first_stage
+from app.retrieval.shortlist import expand_vector, first_stage
 from app.store.graph import both_ways, current_row, listed_in, load_graph
 from app.store.knn import distances
 from app.store.local import load_local
@@ -198,16 +200,33 @@ def fuse(score: dict[int, float], known: dict[int, Hit]) -> dict[int, float]:
 
 
 def order(hits: list[Hit], score: dict[int, float], known: dict[int, Hit], inliers: dict[int, np.ndarray],
-          query_id: int | None) -> list[Hit]:
-    """The query itself first (when stored), then verified by score, then the rest in first-stage order."""
+          query_id: int | None, tail: list[Hit] | None = None) -> list[Hit]:
+    """The query itself first (when stored), then verified by score, then the rest in the order
+    of ``tail`` (default: the first stage's, ``hits``)."""
     def tagged(h: Hit) -> Hit:
         found = inliers.get(h.image_id)
         return replace(h, inliers=None if found is None else len(found), score=score.get(h.image_id))
 
     itself = [h for h in hits if h.image_id == query_id]
     good = [tagged(known[i]) for i in sorted(score, key=lambda i: -score[i])]
-    rest = [tagged(h) for h in hits if h.image_id not in score and h.image_id != query_id]
+    rest = [tagged(h) for h in (hits if tail is None else tail) if h.image_id not in score and h.image_id != query_id]
     return itself + good + rest
+
+
+def verified_tail(conn: Connection, spec: ModelSpec, method: Method, query: Query, score: dict[int, float],
+                  known: dict[int, Hit], n: int, scope: Scope) -> list[Hit]:
+    """The first stage's ``n`` nearest again, from the query's vector averaged with those of its
+    verified images (average query expansion over spatially verified results): they show the
+    item, so their mean describes it better than the query alone, and the images no
+    verification reached are ordered by it. Each hit keeps its distance to the query."""
+    vectors = query.vectors.copy()
+    # alpha 0: every verified image weighs as much as the query
+    vectors[0] = expand_vector(conn, spec, method.stored, query.vectors[0], [known[i] for i in score], alpha=0.0)
+    again = first_stage(conn, spec, method, vectors, n, scope)
+    near = distances(conn, spec, method.stored, query.vectors[0], [h.image_id for h in again if h.image_id not in known],
+                     scope)
+    return [known[h.image_id] if h.image_id in known else Hit.of(near[h.image_id])
+            for h in again if h.image_id in known or h.image_id in near]
 
 
 def own_row(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope) -> dict[int, float] | None:
@@ -255,4 +274,5 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
             score = verifier.scores()
     score = fuse(score, known)
     verifier.check([i for i in sorted(score, key=lambda i: -score[i])[:shown] if i in direct])  # for their inliers
-    return order(hits, score, known, verifier.inliers, query.image_id)
+    tail = verified_tail(conn, spec, method, query, score, known, len(hits), scope) if score else None
+    return order(hits, score, known, verifier.inliers, query.image_id, tail)
