@@ -33,9 +33,11 @@ from app.describe.keypoints import LocalFeatures
 from app.describe.local import BURST_RADIUS, MIN_INLIERS, Prepared, matches_both_ways, verify_candidates
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
+from app.describe.vectors import l2_normalize
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
-from app.retrieval.shortlist import expand_vector, first_stage
+from app.retrieval.shortlist import first_stage
+from app.store.embeddings import summed_vector
 from app.store.graph import both_ways, current_row, listed_in, load_graph
 from app.store.knn import distances
 from app.store.local import load_local
@@ -216,12 +218,12 @@ def order(hits: list[Hit], score: dict[int, float], known: dict[int, Hit], inlie
 def verified_tail(conn: Connection, spec: ModelSpec, method: Method, query: Query, score: dict[int, float],
                   known: dict[int, Hit], n: int, scope: Scope) -> list[Hit]:
     """The first stage's ``n`` nearest again, from the query's vector averaged with those of its
-    verified images (average query expansion over spatially verified results): they show the
-    item, so their mean describes it better than the query alone, and the images no
-    verification reached are ordered by it. Each hit keeps its distance to the query."""
+    verified images, each weighing as much as the query (average query expansion over
+    spatially verified results): they show the item, so their mean describes it better than
+    the query alone, and the images no verification reached are ordered by it. Each hit keeps
+    its distance to the query."""
     vectors = query.vectors.copy()
-    # alpha 0: every verified image weighs as much as the query
-    vectors[0] = expand_vector(conn, spec, method.stored, query.vectors[0], [known[i] for i in score], alpha=0.0)
+    vectors[0] = l2_normalize(query.vectors[0] + summed_vector(conn, spec, method.stored, list(score)))[0]
     again = first_stage(conn, spec, method, vectors, n, scope)
     near = distances(conn, spec, method.stored, query.vectors[0], [h.image_id for h in again if h.image_id not in known],
                      scope)
@@ -274,5 +276,6 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
             score = verifier.scores()
     score = fuse(score, known)
     verifier.check([i for i in sorted(score, key=lambda i: -score[i])[:shown] if i in direct])  # for their inliers
-    tail = verified_tail(conn, spec, method, query, score, known, len(hits), scope) if score else None
+    # the verified fill what is shown: their tail is not searched for
+    tail = verified_tail(conn, spec, method, query, score, known, len(hits), scope) if 0 < len(score) < shown else None
     return order(hits, score, known, verifier.inliers, query.image_id, tail)

@@ -90,6 +90,14 @@ def stored_vectors(conn: Connection, spec: ModelSpec, method: str, ids: Sequence
     return [r[0] for r in rows], np.stack([as_array(r[1]) for r in rows])
 
 
+def summed_vector(conn: Connection, spec: ModelSpec, method: str, ids: Sequence[int]) -> np.ndarray:
+    """The sum of the given images' whole-image vectors, added up in the database (one vector
+    comes back, not one per image); zeros when none is stored."""
+    row = conn.execute(text(f"SELECT sum(embedding) FROM {spec.table} WHERE method = :m AND region = 0 "
+                            f"AND image_id = ANY(:ids)"), {"m": method, "ids": [int(i) for i in ids]}).scalar()
+    return np.zeros(spec.dim, np.float32) if row is None else as_array(row)
+
+
 def has_embeddings(conn: Connection, spec: ModelSpec, method: str, collection: int | None = None) -> bool:
     return conn.execute(text(f"SELECT EXISTS (SELECT 1 FROM {spec.table} WHERE method = :m"
                              f"{_in_collection(collection)})"), {"m": method, "collection": collection}).scalar()
