@@ -148,6 +148,8 @@ class Verifier:
 
     def check(self, ids: list[int]) -> None:
         todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
+        if not todo:  # all verified already: no read of local features
+            return
         kind = self.method.local.name
         found = self.shared.load(self.conn, kind, todo) if self.shared else load_local(self.conn, kind, todo)
         prepared = {image_id: Prepared(features, self.method.local) for image_id, features in found.items()}
@@ -225,10 +227,16 @@ def verified_tail(conn: Connection, spec: ModelSpec, method: Method, query: Quer
     vectors = query.vectors.copy()
     vectors[0] = l2_normalize(query.vectors[0] + summed_vector(conn, spec, method.stored, list(score)))[0]
     again = first_stage(conn, spec, method, vectors, n, scope)
-    near = distances(conn, spec, method.stored, query.vectors[0], [h.image_id for h in again if h.image_id not in known],
-                     scope)
-    return [known[h.image_id] if h.image_id in known else Hit.of(near[h.image_id])
-            for h in again if h.image_id in known or h.image_id in near]
+    known = with_distances(conn, spec, method, query, known, [h.image_id for h in again], scope)
+    return [known[h.image_id] for h in again if h.image_id in known]
+
+
+def with_distances(conn: Connection, spec: ModelSpec, method: Method, query: Query, known: dict[int, Hit],
+                   ids: list[int], scope: Scope) -> dict[int, Hit]:
+    """``known`` and the hits of those ``ids`` it lacks, at their first-stage distances to the
+    query (images outside ``scope``'s filters are left out)."""
+    near = distances(conn, spec, method.stored, query.vectors[0], [i for i in ids if i not in known], scope)
+    return {**known, **{i: Hit.of(r) for i, r in near.items()}}
 
 
 def own_row(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope) -> dict[int, float] | None:
@@ -260,10 +268,8 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
     graph = load_graph(conn, spec.name, method.local.name, list(score)) if score else {}
     if graph:
         score = through_graph(score, graph, query.image_id, scope.allows)
-        reached = [i for i in score if i not in known]  # those outside the scope's filters drop out here
-        near = distances(conn, spec, method.stored, query.vectors[0], reached, scope)
-        known.update({i: Hit.of(r) for i, r in near.items()})
-        score = {i: s for i, s in score.items() if i in known}
+        known = with_distances(conn, spec, method, query, known, list(score), scope)
+        score = {i: s for i, s in score.items() if i in known}  # those outside the scope's filters drop out
     elif score:  # no graph: expand once with the best verified match's own neighbours
         if row is not None:  # the row's neighbours have none either: verify as without one
             return rerank(conn, spec, method, query, hits, scope, shown, from_row=False)
