@@ -255,3 +255,56 @@ def _ids_of(engine, names: list[str]) -> set[int]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT image_id, path FROM files")).all()
     return {i for i, path in rows if path.rsplit("/", 1)[-1] in names}
+
+
+def test_a_photo_stored_turned_is_verified_through_the_turns_of_the_query(engine, lite0_embedders, calendar,
+                                                                            tmp_path, monkeypatch):
+    """Ingest stores every image's vectors at the other quarter turns. A January photo stored
+    turned by 90 degrees is too far from an upright January photo's vector to enter its
+    shortlist (cut to 2 here, among 9 upright February look-alikes); one of the query's turns
+    brings it in and verification (which does not depend on the turn) finds it: in a search
+    of a new photo, and in the match graph's rows. Whitened, the turned vectors follow the fit."""
+    from PIL import Image
+
+    import app.retrieval.rerank as rerank
+    import app.retrieval.search as search
+    import app.retrieval.shortlist as shortlist
+    from app.describe.vectors import apply_whitening
+    from app.retrieval.shortlist import first_stage
+    from app.store.turned import load_turned
+    from app.store.whitening import load_whitening
+
+    folder, labels = calendar
+    part = tmp_path / "photos"
+    part.mkdir()
+    for n in range(10, 19):  # February
+        (part / f"{n}.jpg").write_bytes((folder / f"{n}.jpg").read_bytes())
+    (part / "3.jpg").write_bytes((folder / "3.jpg").read_bytes())  # January, upright
+    Image.open(folder / "2.jpg").transpose(Image.Transpose.ROTATE_90).save(part / "turned.jpg", quality=95)
+    monkeypatch.setattr(rerank, "SHORTLIST", 2)
+    monkeypatch.setattr(search, "SHORTLIST", 2)
+    method = get_method("gem+sift")
+    ingestor(engine, [LITE0], method, embedders=lite0_embedders, graph=True).run(part)
+    turned, upright = (_ids_of(engine, [name]).pop() for name in ("turned.jpg", "3.jpg"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM turned_vectors")).scalar() == 11
+        assert turned not in {h.image_id for h in first_stage(conn, LITE0, method, stored_query(
+            conn, upright, LITE0, method).vectors, 2, Scope(DEFAULT(engine).id))}
+        edges = load_graph(conn, LITE0.name, "sift", [turned, upright])
+    assert upright in edges[turned] and turned in edges[upright]
+
+    def verified_in_new_photo_search():  # inliers: verified itself, not reached through the graph
+        hits = similar(folder / "1.jpg", LITE0.name, k=3, method="gem+sift", engine=engine).hits
+        return any(h.path.endswith("turned.jpg") and (h.inliers or 0) >= rerank.MIN_INLIERS for h in hits)
+
+    assert verified_in_new_photo_search()
+    monkeypatch.setattr(shortlist, "TURNED_TOP", 0)
+    assert not verified_in_new_photo_search()
+
+    whiten_collection(engine, DEFAULT(engine), LITE0, "gem", min_images=10)
+    with engine.connect() as conn:
+        _, mean, projection = load_whitening(conn, DEFAULT(engine).id, LITE0.name, "gem")
+        raw = load_turned(conn, LITE0.name, "gem", LITE0.dim, turned)[1]
+        whitened = stored_query(conn, turned, LITE0, get_method("gem+w+sift")).turned
+    assert np.allclose(whitened, apply_whitening(raw, mean, projection), atol=1e-6)
+

@@ -77,6 +77,13 @@ ALIASES = {"verified": "gem+sift"}
 WHITENED_ALIASES = {"verified": "gem+w+sift"}  # used once the collection has a whitening
 DEFAULT_METHOD = "verified"
 SHORTLIST = 100  # candidates verified by local features
+# A verifying method also describes each image turned by a quarter both ways (a camera held
+# on its side; upside-down photos are rare: the half turn nominated 2 more of Holidays' 133
+# relevant images lost by the upright search) at 3/4 of the descriptor's side: the turned
+# vectors only nominate candidates, verification decides, and at 384 px they nominated as
+# many as at 512 (64 of the 133) at 56% of the network's work (docs/quality.md).
+QUARTER_TURNS = (1, 3)  # counter-clockwise quarters: 90 and 270 degrees
+TURNED_SCALE = 0.75
 QE_TOP, QE_ALPHA = 3, 3.0
 WHITENED, AUGMENTED = "w", "dba"  # the steps whose rows are stored under their own method names
 
@@ -119,6 +126,21 @@ class Method:
     def raw(self) -> str:
         """The ``method`` value of the unwhitened vectors (what ingest computes)."""
         return self.descriptor.name
+
+    @property
+    def turns(self) -> bool:
+        """Whether images are described at the other quarter turns too (``QUARTER_TURNS``): a
+        verifying method adds each turn's nearest images to its shortlist, so a photo stored
+        or shot turned is still verified (local features do not depend on the turn)."""
+        return self.local is not None
+
+    def turned(self, arrays: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """An image's prepared arrays (one per scale) -> the arrays of each of ``QUARTER_TURNS``:
+        resized to ``TURNED_SCALE`` of their size, then turned."""
+        smaller = [np.asarray(Image.fromarray(a).resize(
+            (max(32, round(a.shape[1] * TURNED_SCALE)), max(32, round(a.shape[0] * TURNED_SCALE))),
+            Image.BILINEAR, reducing_gap=3.0), dtype=np.uint8) for a in arrays]
+        return [[np.rot90(a, k) for a in smaller] for k in QUARTER_TURNS]
 
     def min_side(self, spec: ModelSpec) -> int:
         return spec.input_size if self.descriptor.squash else 32

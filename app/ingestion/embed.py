@@ -28,13 +28,15 @@ class Embed:
 
     def __call__(self, models: list[ModelSpec], images: list[Decoded],
                  report: IngestReport) -> Vectors:
-        """model name -> (the images that needed it, their (R, dim) descriptor rows); timed per model."""
+        """model name -> (the images that needed it, their (R, dim) descriptor rows, followed by
+        their turned rows where the method turns); timed per model."""
         out = {}
         for spec in models:
             batch = [d for d in images if spec.name in d.arrays]
             if batch:
                 started = time.perf_counter()
-                out[spec.name] = (batch, self.embedder(spec).describe([d.arrays[spec.name] for d in batch]))
+                out[spec.name] = (batch, self.embedder(spec).describe([d.arrays[spec.name] for d in batch],
+                                                                           turns=self.method.turns))
                 elapsed = time.perf_counter() - started
                 report.embed_seconds[spec.name] = report.embed_seconds.get(spec.name, 0.0) + elapsed
         return out

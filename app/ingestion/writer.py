@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from sqlalchemy import Connection, Engine
 
+from app.describe.embedder import split_turned
 from app.describe.methods import Method, whitened_name
 from app.describe.registry import ModelSpec
 from app.describe.vectors import apply_whitening
@@ -36,10 +37,10 @@ from app.store.images import clear_failures, image_ids_by_sha, insert_images, re
 from app.store.local import write_local
 from app.store.locks import lock_table_for_rewrite, lock_tables_for_write
 from app.store.retry import with_retry
-from app.store.whitening import load_whitening, whitening_version
+from app.store.turned import write_turned
+from app.store.whitening import current_whitening, whitening_version
 
 log = logging.getLogger("imgsim")
-Whitening = tuple[int, np.ndarray, np.ndarray]  # version, mean, projection
 
 
 LINK_BATCH = 1000  # file rows per transaction when no content is written
@@ -48,7 +49,6 @@ LINK_BATCH = 1000  # file rows per transaction when no content is written
 class Writer:
     def __init__(self, engine: Engine, collection: Collection, models: list[ModelSpec], method: Method):
         self.engine, self.collection, self.models, self.method = engine, collection, models, method
-        self.fits: dict[str, Whitening] = {}  # model name -> the fit last read
         self.indexes_prepared = False  # a bulk load's indexes are dropped before its first write
 
     def write(self, images: list[Decoded], vectors: Vectors,
@@ -100,23 +100,17 @@ class Writer:
         self.fail(report, [Failure(w.candidate.path, "same content as a file that could not be stored")
                            for w in missing], on_failure)
 
-    def _current_fit(self, conn: Connection, spec: ModelSpec) -> Whitening | None:
-        """The model's whitening fit of this descriptor as committed now (read again only when
-        its version changed)."""
-        version = whitening_version(conn, self.collection.id, spec.name, self.method.raw)
-        cached = self.fits.get(spec.name)
-        if version is None:
-            return None
-        if cached is None or cached[0] != version:
-            self.fits[spec.name] = cached = load_whitening(conn, self.collection.id, spec.name, self.method.raw)
-        return cached
-
     def _write_vectors(self, conn: Connection, spec: ModelSpec, ids: dict[str, int], batch: list[Decoded],
                        described: list[np.ndarray], counts: IngestReport) -> None:
-        rows = [(ids[d.sha], region, v) for d, matrix in zip(batch, described) for region, v in enumerate(matrix)]
+        """An image's descriptor rows (and their whitened rows, with the fit committed now) and
+        its turned vectors where the method has them (``app.describe.embedder.split_turned``)."""
+        split = [split_turned(matrix, self.method) for matrix in described]
+        rows = [(ids[d.sha], region, v) for d, (matrix, _) in zip(batch, split) for region, v in enumerate(matrix)]
         n = embeddings.write_embeddings(conn, spec, self.method.raw, rows)
         counts.embedded[spec.name] = counts.embedded.get(spec.name, 0) + n
-        fit = self._current_fit(conn, spec)
+        write_turned(conn, spec.name, self.method.raw,
+                     [(ids[d.sha], turned) for d, (_, turned) in zip(batch, split) if turned is not None])
+        fit = current_whitening(conn, self.collection.id, spec.name, self.method.raw)
         if fit is not None:
             whitened = apply_whitening(np.stack([v for _, _, v in rows]), fit[1], fit[2])
             embeddings.write_embeddings(conn, spec, whitened_name(self.method.raw),

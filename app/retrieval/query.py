@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 
 from app.config import get_settings
 from app.describe.backends import shared_network
-from app.describe.embedder import Embedder
+from app.describe.embedder import Embedder, split_turned
 from app.describe.keypoints import LocalFeatures, extract
 from app.describe.methods import Method, get_method, with_collection
 from app.describe.registry import ModelSpec, get_model
@@ -20,7 +20,8 @@ from app.files.images import load_image, read_bytes, sha256
 from app.store.embeddings import stored_vectors
 from app.store.images import image_ids_by_sha, image_in_collection
 from app.store.local import load_local
-from app.store.whitening import has_whitening, load_whitening
+from app.store.turned import load_turned
+from app.store.whitening import current_whitening, has_whitening
 
 
 class QueryError(ValueError):
@@ -49,6 +50,7 @@ class Query:
     vectors: np.ndarray  # (R, dim) in the searched space; row 0 = whole image
     local: LocalFeatures | None = None
     image_id: int | None = None
+    turned: np.ndarray | None = None  # (turns, dim): the whole image turned by a quarter each way, same space
 
 
 def effective_method(conn: Connection, collection: int, spec: ModelSpec, method: Method) -> Method:
@@ -68,14 +70,15 @@ def whiten_query(conn: Connection, collection: int, spec: ModelSpec, method: Met
                  vectors: np.ndarray) -> np.ndarray:
     if not method.whiten:
         return vectors
-    fitted = load_whitening(conn, collection, spec.name, method.raw)
+    fitted = current_whitening(conn, collection, spec.name, method.raw)
     if fitted is None:
         raise MissingWhitening(spec.name, method.raw)
     return apply_whitening(vectors, fitted[1], fitted[2])
 
 
 def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Method) -> Query | None:
-    """A stored image as a query; None when it lacks the method's vectors or local features."""
+    """A stored image as a query; None when it lacks the method's vectors or local features.
+    Its turned vectors come along where stored (images ingested before they were have none)."""
     ids, vectors = stored_vectors(conn, spec, method.stored, [image_id], regions=method.descriptor.regions)
     if not ids:
         return None
@@ -84,7 +87,18 @@ def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Metho
         local = load_local(conn, method.local.name, [image_id]).get(image_id)
         if local is None:
             return None
-    return Query(vectors, local, image_id)
+    return Query(vectors, local, image_id, stored_turned(conn, image_id, spec, method))
+
+
+def stored_turned(conn: Connection, image_id: int, spec: ModelSpec, method: Method) -> np.ndarray | None:
+    """A stored image's turned vectors in the method's space (whitened with its collection's fit)."""
+    if not method.turns:
+        return None
+    found = load_turned(conn, spec.name, method.raw, spec.dim, image_id)
+    if found is None:
+        return None
+    collection, turned = found
+    return whiten_query(conn, collection, spec, method, turned)
 
 
 def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, collection: int,
@@ -111,6 +125,7 @@ def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, coll
     embedder = embedder or cached_embedder(spec.name, method.name)
     image = load_image(path, settings.max_pixels, settings.max_file_bytes,
                        min_side=method.min_side(spec), longest=method.longest_side())
-    vectors = whiten_query(conn, collection, spec, method, embedder.describe([method.prepare(image, spec)])[0])
+    described = embedder.describe([method.prepare(image, spec)], turns=method.turns)[0]
+    vectors, turned = split_turned(whiten_query(conn, collection, spec, method, described), method)
     local = extract(image, method.local) if method.local else None
-    return Query(vectors, local, image_id)
+    return Query(vectors, local, image_id, turned)

@@ -2,6 +2,8 @@
 through the match graph, and fusion with the first stage's similarity.
 
 Rules (fixed defaults; ``app.describe.local`` has the verification's own):
+- the shortlist is the first stage's top ``SHORTLIST`` and, for each quarter turn of the query,
+  its ``TURNED_TOP`` nearest images (``app.retrieval.shortlist.turned_hits``);
 - a candidate with at least ``MIN_INLIERS`` inliers is verified; verified candidates rank above
   all others, weak ones keep their first-stage order after them; where none is verified, the
   candidates are matched again at the looser ``RETRY_RATIO`` (``app.describe.local``);
@@ -36,7 +38,7 @@ from app.describe.registry import ModelSpec
 from app.describe.vectors import l2_normalize
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
-from app.retrieval.shortlist import first_stage
+from app.retrieval.shortlist import first_stage, turned_hits
 from app.store.embeddings import summed_vector
 from app.store.graph import both_ways, current_row, listed_in, load_graph
 from app.store.knn import distances
@@ -179,8 +181,17 @@ def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Quer
                   shared: SharedWork | None = None) -> dict[int, float]:
     """Verified neighbours of a query in its shortlist, with their scores (a match graph row)."""
     verifier = Verifier(conn, method, query, shared)
-    verifier.check([h.image_id for h in first_stage(conn, spec, method, query.vectors, SHORTLIST, scope)])
+    verifier.check([h.image_id for h in shortlist(conn, spec, method, query,
+                                                  first_stage(conn, spec, method, query.vectors, SHORTLIST, scope),
+                                                  scope)])
     return verifier.scores()
+
+
+def shortlist(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
+              scope: Scope) -> list[Hit]:
+    """What verification checks: the first ``SHORTLIST`` hits and the nearest images of the
+    query's quarter turns (``turned_hits``)."""
+    return hits[:SHORTLIST] + turned_hits(conn, spec, method, query, hits[:SHORTLIST], scope)
 
 
 def through_graph(score: dict[int, float], graph: dict[int, dict[int, float]], query_id: int | None,
@@ -257,14 +268,16 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
     best again, for their inliers."""
     verifier = Verifier(conn, method, query)
     row = own_row(conn, spec, method, query, scope) if from_row else None
+    known = {h.image_id: h for h in hits}
     if row is None:
-        verifier.check([h.image_id for h in hits[:SHORTLIST]])
+        checked = shortlist(conn, spec, method, query, hits, scope)
+        verifier.check([h.image_id for h in checked])
+        known.update({h.image_id: h for h in checked})
     score = verifier.scores() if row is None else row
     if query.image_id is not None:  # the pairs the other images verified with it, as their rows hold them
         listed = listed_in(conn, spec.name, method.local.name, [query.image_id]).get(query.image_id, {})
         score = both_ways(score, {i: s for i, s in listed.items() if scope.allows(i)})
     direct = set(score)
-    known = {h.image_id: h for h in hits}
     graph = load_graph(conn, spec.name, method.local.name, list(score)) if score else {}
     if graph:
         score = through_graph(score, graph, query.image_id, scope.allows)

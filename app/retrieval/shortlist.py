@@ -12,11 +12,16 @@ from app.describe.methods import QE_ALPHA, QE_TOP, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import expand
 from app.retrieval.hits import Hit
+from app.retrieval.query import Query
 from app.store.embeddings import has_embeddings, has_index, stored_vectors
 from app.store.knn import nearest
 from app.store.scope import Scope
 
 log = logging.getLogger("imgsim")
+# each quarter turn of a verified query adds its 5 nearest to the shortlist: on Holidays (photos
+# stored turned) the two turns brought back 64 of the 133 relevant images the upright top 100
+# lost, for 3.0 more verifications a query
+TURNED_TOP = 5
 
 
 def warn_if_unindexed(conn: Connection, spec: ModelSpec, method: Method) -> bool:
@@ -48,6 +53,24 @@ def first_stage(conn: Connection, spec: ModelSpec, method: Method, vectors: np.n
             best[image_id] = best.get(image_id, 0.0) + sim
     ranked = sorted(best, key=lambda i: -best[i])[:n]
     return [replace(info[i], distance=1.0 - best[i] / len(vectors)) for i in ranked]
+
+
+def turned_hits(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
+                scope: Scope) -> list[Hit]:
+    """For each quarter turn of the query, its ``TURNED_TOP`` nearest images not among ``hits``
+    (nor the query), at the turned vector's distance: a photo stored or shot turned is far from
+    the upright query's vector but near one of its turns. Spatial verification, which does not
+    depend on the turn, then decides; they only join the candidates."""
+    if query.turned is None:
+        return []
+    seen = {h.image_id for h in hits} | {query.image_id}
+    found: list[Hit] = []
+    for vector in query.turned:
+        for row in nearest(conn, spec, method.stored, vector, TURNED_TOP, scope):
+            if row.image_id not in seen:
+                seen.add(row.image_id)
+                found.append(Hit.of(row))
+    return found
 
 
 def expand_vector(conn: Connection, spec: ModelSpec, stored: str, vector: np.ndarray, hits: list[Hit],

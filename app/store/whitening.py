@@ -47,5 +47,26 @@ def load_whitening(conn: Connection, collection: int, model: str,
     return row.version, mean, np.frombuffer(row.projection, np.float32).reshape(row.dims, len(mean))
 
 
+_READ: dict[tuple, tuple] = {}  # (database, collection, model, method) -> ((version, fitted_at), fit)
+
+
+def current_whitening(conn: Connection, collection: int, model: str,
+                      method: str) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(version, mean, projection) as committed now, or None; the fit (megabytes) is read again
+    only when its version or time changed since this process last read it (a few bytes)."""
+    stamp = conn.execute(text(f"SELECT version, fitted_at FROM whitening WHERE {_KEY}"),
+                         {"c": collection, "model": model, "method": method}).first()
+    if stamp is None:
+        return None
+    key = (str(conn.engine.url), collection, model, method)
+    cached = _READ.get(key)
+    if cached is None or cached[0] != tuple(stamp):
+        fit = load_whitening(conn, collection, model, method)
+        if fit is None:
+            return None
+        _READ[key] = cached = (tuple(stamp), fit)
+    return cached[1]
+
+
 def delete_whitening(conn: Connection, collection: int, model: str, method: str) -> None:
     conn.execute(text(f"DELETE FROM whitening WHERE {_KEY}"), {"c": collection, "model": model, "method": method})
