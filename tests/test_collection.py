@@ -1,5 +1,7 @@
 """Collection jobs against the real database: whitening, DBA and the match graph, and the rows
 ingest keeps complete for images added after them."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import text
@@ -308,3 +310,28 @@ def test_a_photo_stored_turned_is_verified_through_the_turns_of_the_query(engine
         whitened = stored_query(conn, turned, LITE0, get_method("gem+w+sift")).turned
     assert np.allclose(whitened, apply_whitening(raw, mean, projection), atol=1e-6)
 
+
+def test_db_check_describes_turned_the_images_stored_without_turned_vectors(engine, lite0_embedders, tmp_path):
+    """Images stored before a verifying method described images turned are found by `db check`
+    and described from their files by `--repair`, as ingest describes them; an image whose file
+    is gone is left (and still reported), the others are done."""
+    from app import api
+    from app.store.turned import load_turned
+
+    folder = tmp_path / "photos"
+    make_images(folder, [f"{i}.jpg" for i in range(6)], seed=41)
+    ingestor(engine, [LITE0], get_method("gem+sift"), embedders=lite0_embedders, graph=False).run(folder)
+    with engine.begin() as conn:
+        ids = sorted(r[0] for r in conn.execute(text("SELECT image_id FROM turned_vectors")))
+        before = {i: load_turned(conn, LITE0.name, "gem", LITE0.dim, i)[1] for i in ids}
+        conn.execute(text("DELETE FROM turned_vectors WHERE image_id = ANY(:ids)"), {"ids": ids[:4]})
+        gone = conn.execute(text("SELECT path FROM files WHERE image_id = :i"), {"i": ids[0]}).scalar()
+    assert len(ids) == 6
+    found = [(f["kind"], f["method"], f["count"]) for f in api.check() if f["kind"] == "turns"]
+    assert found == [("turns", "gem", 4)]
+    Path(gone).unlink()
+    api.check(repair=True)
+    assert [(f["kind"], f["count"]) for f in api.check() if f["kind"] == "turns"] == [("turns", 1)]
+    with engine.connect() as conn:
+        for i in ids[1:]:
+            assert np.allclose(load_turned(conn, LITE0.name, "gem", LITE0.dim, i)[1], before[i], atol=2e-3)

@@ -2,8 +2,9 @@
 
 Findings, per model table: methods stored without their HNSW index (a first load stopped before
 its build), indexes left invalid; per collection: ``+w`` rows missing where the descriptor has a
-whitening fit, ``+dba`` rows missing where the collection was augmented, images without
-match-graph rows where a graph exists; and for the database: a schema behind the code's
+whitening fit, ``+dba`` rows missing where the collection was augmented, images of a verifying
+method without turned vectors (stored before schema revision 0010), images without match-graph
+rows where a graph exists; and for the database: a schema behind the code's
 migrations, images no file holds, recorded failures.
 ``repair`` fixes each with the step that would have written it, under that step's locks.
 """
@@ -16,6 +17,7 @@ from sqlalchemy import Engine
 
 from app.collection.dba import augment_missing
 from app.collection.graph import update_graph
+from app.collection.turns import describe_turns
 from app.collection.whitening import whiten_missing
 from app.describe.methods import AUGMENTED, UnknownMethod, get_method, whitened_name
 from app.describe.registry import MODELS, ModelSpec
@@ -27,7 +29,7 @@ from app.store.retry import with_retry
 
 @dataclass
 class Finding:
-    kind: str  # revision | orphans | index | invalid-index | rows | graph | failures
+    kind: str  # revision | orphans | index | invalid-index | rows | turns | graph | failures
     model: str | None
     method: str | None
     count: int
@@ -86,6 +88,11 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
         if missing:
             found.append(Finding("rows", spec.name, target, missing, f"{missing} images have {source} rows but "
                                  f"no {target} rows", collection=collection_by_id(conn, collection).name))
+    for (collection, descriptor), ids in health.turns_owed(conn, spec).items():
+        found.append(Finding("turns", spec.name, descriptor, len(ids),
+                             f"{len(ids)} images have no turned vectors (stored before they were described "
+                             f"turned); after --repair, `imgsim index graph --rebuild` lets their rows use them",
+                             collection=collection_by_id(conn, collection).name))
     for collection, kind in health.graph_kinds(conn, spec.name):
         missing = health.graph_owed(conn, spec, kind, collection)
         if missing:
@@ -98,7 +105,7 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
 def repair(engine: Engine, url: str, findings: list[Finding],
            progress: Callable[[int, int], None] | None = None) -> list[Finding]:
     """Fix what can be fixed, in dependency order (schema, indexes, rows, graph); marks each."""
-    order = ["revision", "orphans", "invalid-index", "index", "rows", "graph"]
+    order = ["revision", "orphans", "invalid-index", "index", "rows", "turns", "graph"]
     for finding in sorted((f for f in findings if f.repairable), key=lambda f: order.index(f.kind)):
         spec = MODELS.get(finding.model) if finding.model else None
         if finding.kind == "revision":
@@ -111,11 +118,20 @@ def repair(engine: Engine, url: str, findings: list[Finding],
             with_retry(lambda: _build_index(engine, spec, finding.method))
         elif finding.kind == "rows":
             _fill_rows(engine, _collection(engine, finding.collection), spec, finding.method)
+        elif finding.kind == "turns":
+            _describe_turns(engine, _collection(engine, finding.collection), spec, finding.method, progress)
         elif finding.kind == "graph":
             update_graph(engine, _collection(engine, finding.collection), spec, get_method(finding.method),
                          progress=progress)
         finding.repaired = True
     return findings
+
+
+def _describe_turns(engine: Engine, collection: Collection, spec: ModelSpec, descriptor: str,
+                    progress: Callable[[int, int], None] | None) -> None:
+    with engine.connect() as conn:
+        ids = health.turns_owed(conn, spec).get((collection.id, descriptor), [])
+    describe_turns(engine, spec, descriptor, ids, progress)
 
 
 def _prune_orphans(engine: Engine) -> None:

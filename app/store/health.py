@@ -59,6 +59,23 @@ def graph_owed(conn: Connection, spec: ModelSpec, kind: str, collection: int) ->
         f"AND g.image_id = f.image_id)"), {"kind": kind, "model": spec.name, "c": collection}).scalar()
 
 
+def turns_owed(conn: Connection, spec: ModelSpec) -> dict[tuple[int, str], list[int]]:
+    """(collection id, descriptor) -> the images that have its whole-image rows and local
+    features (a verifying method stored them) but no turned vectors (stored before a verifying
+    method described images turned: schema revision 0010)."""
+    rows = conn.execute(text(
+        f"SELECT i.collection_id, e.method, e.image_id FROM {spec.table} e JOIN images i ON i.id = e.image_id "
+        f"WHERE e.region = 0 AND e.method = ANY(:descriptors) "
+        f"AND EXISTS (SELECT 1 FROM local_features f WHERE f.image_id = e.image_id) "
+        f"AND NOT EXISTS (SELECT 1 FROM turned_vectors t WHERE t.model = :model AND t.descriptor = e.method "
+        f"AND t.image_id = e.image_id) ORDER BY 1, 2, 3"),
+        {"descriptors": [m for m in stored_methods(conn, spec) if "+" not in m], "model": spec.name})
+    owed: dict[tuple[int, str], list[int]] = {}
+    for collection, descriptor, image_id in rows:
+        owed.setdefault((collection, descriptor), []).append(image_id)
+    return owed
+
+
 def images_without_files(conn: Connection) -> list[int]:
     """Images no file holds (only a hand-made change leaves them: the code deletes an image with
     its last file); searches would still return them."""
