@@ -272,6 +272,7 @@ def test_a_photo_stored_turned_is_verified_through_the_turns_of_the_query(engine
     import app.retrieval.search as search
     import app.retrieval.shortlist as shortlist
     from app.describe.vectors import apply_whitening
+    from app.retrieval.query import stored_turned
     from app.retrieval.shortlist import first_stage
     from app.store.turned import load_turned
     from app.store.whitening import load_whitening
@@ -307,7 +308,7 @@ def test_a_photo_stored_turned_is_verified_through_the_turns_of_the_query(engine
     with engine.connect() as conn:
         _, mean, projection = load_whitening(conn, DEFAULT(engine).id, LITE0.name, "gem")
         raw = load_turned(conn, LITE0.name, "gem", LITE0.dim, turned)[1]
-        whitened = stored_query(conn, turned, LITE0, get_method("gem+w+sift")).turned
+        whitened = stored_turned(conn, turned, LITE0, get_method("gem+w+sift"))
     assert np.allclose(whitened, apply_whitening(raw, mean, projection), atol=1e-6)
 
 

@@ -50,7 +50,9 @@ class Query:
     vectors: np.ndarray  # (R, dim) in the searched space; row 0 = whole image
     local: LocalFeatures | None = None
     image_id: int | None = None
-    turned: np.ndarray | None = None  # (turns, dim): the whole image turned by a quarter each way, same space
+    # (turns, dim): a new photo's whole image turned by a quarter each way, same space (a stored
+    # image's are read where a shortlist needs them: ``stored_turned``)
+    turned: np.ndarray | None = None
 
 
 def effective_method(conn: Connection, collection: int, spec: ModelSpec, method: Method) -> Method:
@@ -77,8 +79,7 @@ def whiten_query(conn: Connection, collection: int, spec: ModelSpec, method: Met
 
 
 def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Method) -> Query | None:
-    """A stored image as a query; None when it lacks the method's vectors or local features.
-    Its turned vectors come along where stored (images ingested before they were have none)."""
+    """A stored image as a query; None when it lacks the method's vectors or local features."""
     ids, vectors = stored_vectors(conn, spec, method.stored, [image_id], regions=method.descriptor.regions)
     if not ids:
         return None
@@ -87,11 +88,12 @@ def stored_query(conn: Connection, image_id: int, spec: ModelSpec, method: Metho
         local = load_local(conn, method.local.name, [image_id]).get(image_id)
         if local is None:
             return None
-    return Query(vectors, local, image_id, stored_turned(conn, image_id, spec, method))
+    return Query(vectors, local, image_id)
 
 
 def stored_turned(conn: Connection, image_id: int, spec: ModelSpec, method: Method) -> np.ndarray | None:
-    """A stored image's turned vectors in the method's space (whitened with its collection's fit)."""
+    """A stored image's turned vectors in the method's space (whitened with its collection's
+    fit); None where none are stored (images ingested before they were)."""
     if not method.turns:
         return None
     found = load_turned(conn, spec.name, method.raw, spec.dim, image_id)

@@ -12,7 +12,7 @@ from app.describe.methods import QE_ALPHA, QE_TOP, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import expand
 from app.retrieval.hits import Hit
-from app.retrieval.query import Query
+from app.retrieval.query import Query, stored_turned
 from app.store.embeddings import has_embeddings, has_index, stored_vectors
 from app.store.knn import nearest
 from app.store.scope import Scope
@@ -60,12 +60,16 @@ def turned_hits(conn: Connection, spec: ModelSpec, method: Method, query: Query,
     """For each quarter turn of the query, its ``TURNED_TOP`` nearest images not among ``hits``
     (nor the query), at the turned vector's distance: a photo stored or shot turned is far from
     the upright query's vector but near one of its turns. Spatial verification, which does not
-    depend on the turn, then decides; they only join the candidates."""
-    if query.turned is None:
+    depend on the turn, then decides; they only join the candidates. A stored image's turned
+    vectors are read here, not with the query: a search answered from its match-graph row needs none."""
+    turned = query.turned
+    if turned is None and query.image_id is not None:
+        turned = stored_turned(conn, query.image_id, spec, method)
+    if turned is None:
         return []
     seen = {h.image_id for h in hits} | {query.image_id}
     found: list[Hit] = []
-    for vector in query.turned:
+    for vector in turned:
         for row in nearest(conn, spec, method.stored, vector, TURNED_TOP, scope):
             if row.image_id not in seen:
                 seen.add(row.image_id)
