@@ -64,6 +64,11 @@ def _usable_cores() -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 64))
 
 
+def _one_per_two_cores() -> int:
+    # each process verifies in threads (``verify_threads``): two threads share a process's work
+    return max(1, _usable_cores() // 2)
+
+
 def _number(kind: type, low: float, high: float | None = None) -> Callable[[str], float]:
     def parse(value: str):
         try:
@@ -101,7 +106,8 @@ KNOBS: dict[str, Knob] = {
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "db_memory_mb": Knob(("IMGSIM_DB_MEMORY_MB",), _number(int, 16, 2**21), _quarter_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
-    "graph_workers": Knob(("IMGSIM_GRAPH_WORKERS",), _number(int, 1, 64), _usable_cores),
+    "graph_workers": Knob(("IMGSIM_GRAPH_WORKERS",), _number(int, 1, 64), _one_per_two_cores),
+    "verify_threads": Knob(("IMGSIM_VERIFY_THREADS",), _number(int, 1, 64), _usable_cores),
     "hnsw_ef_construction": Knob(("IMGSIM_HNSW_EF_CONSTRUCTION",), _number(int, 32, 1000), 128),
     "api_token": Knob(("IMGSIM_API_TOKEN",), str),
     "allowed_roots": Knob(("IMGSIM_ALLOWED_ROOTS",), lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), ()),
@@ -127,6 +133,7 @@ class Settings:
     db_memory_mb: int  # the embedded server's shared_buffers
     index_workers: int  # parallel maintenance workers beside the building session
     graph_workers: int  # processes that compute match-graph rows on this machine (1: the job's own)
+    verify_threads: int  # threads that verify one query's candidates at once (1: the caller's own)
     hnsw_ef_construction: int  # the candidate list of an HNSW build (a larger one: a better graph, slower)
     api_token: str | None  # what `imgsim serve` requires of every request (needed off localhost)
     allowed_roots: tuple[Path, ...]  # folders under which the server may ingest (none: it may not)

@@ -140,6 +140,10 @@ MUTATIONS = [
     Mutation("a stored image's turned vectors are whitened with its collection's fit (raw)", "app/retrieval/query.py",
              "return whiten_query(conn, collection, spec, method, turned)", "return turned",
              ("tests/test_collection.py::test_a_photo_stored_turned_is_verified_through_the_turns_of_the_query",)),
+    Mutation("candidates are verified in IMGSIM_VERIFY_THREADS threads (in the caller's)", "app/describe/local.py",
+             "    if threads < 2:\n        return [work(item) for item in items]",
+             "    if True:\n        return [work(item) for item in items]",
+             ("tests/test_retrieval_rerank.py::test_candidates_verified_in_threads_are_verified_as_one_at_a_time",)),
     Mutation("an ingest refits when the collection doubled (on any growth)", "app/collection/whitening.py",
              "if stored >= REFIT_GROWTH * fitted:", "if stored > fitted:",
              ("tests/test_ingestion.py::test_an_ingest_fits_the_whitening_when_due_and_again_when_the_collection_"

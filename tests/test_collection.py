@@ -134,11 +134,13 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
 
 def test_rows_computed_by_worker_processes_are_the_rows_computed_here(engine, lite0_embedders, calendar,
                                                                      monkeypatch):
-    """The match-graph workers (fresh processes, a contiguous slice of the images each) give
-    the rows this process gives; a worker that fails fails the job in one line."""
+    """The match-graph workers (fresh processes, a contiguous slice of the images each, one
+    verification thread each) give the rows this process gives verifying in two threads; a
+    worker that fails fails the job in one line."""
     from sqlalchemy import create_engine
 
     from app.collection.rows import WorkerError, local_rows, process_rows
+    from app.config import get_settings
     from app.store.graph import verifiable_ids
 
     folder, labels = calendar
@@ -146,6 +148,9 @@ def test_rows_computed_by_worker_processes_are_the_rows_computed_here(engine, li
     method, collection = get_method("gem+sift"), DEFAULT(engine)
     with engine.connect() as conn:
         ids = verifiable_ids(conn, LITE0, method.stored, "sift", collection.id)
+    monkeypatch.setenv("IMGSIM_GRAPH_WORKERS", "1")
+    monkeypatch.setenv("IMGSIM_VERIFY_THREADS", "2")
+    get_settings.cache_clear()
     here = dict(row for rows in local_rows(engine, collection.id, LITE0, method, ids) for row in rows)
     there = dict(row for rows in process_rows(engine, collection.id, LITE0, method, ids, workers=2) for row in rows)
     assert len(here) == 18 and sum(map(len, here.values())) >= 18 * 8

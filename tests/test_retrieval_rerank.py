@@ -161,3 +161,42 @@ def test_a_query_with_no_verified_candidate_is_matched_again_at_the_looser_ratio
     assert (len(both[1][0]), len(both[2][0])) == (0, 40)
     query, photo = _pair_just_past_the_ratio(RETRY_RATIO + 0.02)
     assert len(verify_candidates(query, {1: photo})[1][0]) == 0  # past the looser ratio too: no match
+
+
+def test_candidates_verified_in_threads_are_verified_as_one_at_a_time(monkeypatch):
+    """``IMGSIM_VERIFY_THREADS`` changes where the candidates are verified, not the result:
+    each candidate's inliers are those of verifying it alone in this thread (RANSAC's draws do
+    not depend on the thread or on the pairs verified before)."""
+    import threading
+
+    from PIL import Image
+    from skimage import data
+
+    from app.config import get_settings
+    from app.describe.keypoints import KINDS, extract
+    from app.describe.local import Prepared, in_threads, verify, verify_candidates
+
+    def threads(n):
+        monkeypatch.setenv("IMGSIM_VERIFY_THREADS", str(n))
+        get_settings.cache_clear()
+
+    photo = Image.fromarray(data.astronaut())
+    views = [photo.rotate(8, resample=Image.BILINEAR).resize((400, 380)), photo.crop((60, 40, 470, 500)),
+             photo.rotate(-5, resample=Image.BILINEAR), Image.fromarray(data.coffee()), Image.fromarray(data.chelsea())]
+    sift = KINDS["sift"]
+    query = Prepared(extract(photo, sift), sift)
+    candidates = {i: Prepared(extract(view, sift), sift) for i, view in enumerate(views)}
+    try:
+        threads(1)
+        alone = {i: verify(query, d) for i, d in reversed(candidates.items())}
+        assert in_threads(lambda _: threading.current_thread().name, [1, 2]) == [threading.current_thread().name] * 2
+        threads(3)
+        assert {name.startswith("imgsim-verify") for name in in_threads(lambda _: threading.current_thread().name,
+                                                                         list(range(6)))} == {True}
+        together = verify_candidates(query, candidates)
+    finally:
+        monkeypatch.delenv("IMGSIM_VERIFY_THREADS")
+        get_settings.cache_clear()
+    assert [len(alone[i][0]) >= 10 for i in range(5)] == [True, True, True, False, False]
+    for i, (inliers, weight) in together.items():
+        assert np.array_equal(inliers, alone[i][0]) and weight == alone[i][1]

@@ -35,7 +35,7 @@ from app.describe.registry import ModelSpec
 from app.ingestion.embed import Embed, Vectors
 from app.ingestion.reader import Decoded, Work, batched, decode_work
 from app.ingestion.report import Failure, IngestReport
-from app.retrieval.rerank import SharedWork
+from app.retrieval.shared import SharedWork
 from app.store.db import engine_for
 from app.store.retry import with_retry
 
@@ -65,9 +65,11 @@ def start(address: str | None = None, cpus: int | None = None) -> None:
 
 def worker_environment(threads: int) -> dict[str, str]:
     """What a worker process runs with: this process's imgsim settings and a thread count per
-    network that fits the CPUs the worker asked for (the workers share each machine)."""
+    network and for verification that fits the CPUs the worker asked for (the workers share
+    each machine)."""
     threads = str(max(1, threads))
-    return {**settings_environment(), "IMGSIM_INFERENCE_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads,
+    return {**settings_environment(), "IMGSIM_INFERENCE_THREADS": threads, "IMGSIM_VERIFY_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads,
             "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 
 

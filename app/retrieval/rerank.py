@@ -24,20 +24,19 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.keypoints import LocalFeatures
 from app.describe.local import BURST_RADIUS, MIN_INLIERS, Prepared, matches_both_ways, verify_candidates
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import l2_normalize
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
+from app.retrieval.shared import SharedWork
 from app.retrieval.shortlist import first_stage, turned_hits
 from app.store.embeddings import summed_vector
 from app.store.graph import both_ways, current_row, listed_in, load_graph
@@ -94,48 +93,6 @@ def verified_scores(points: np.ndarray, inliers: dict[int, np.ndarray],
     """Background-weighted scores of the verified candidates: those with at least MIN_INLIERS
     inliers (fewer are weak: counted, never scored)."""
     return background_weights(points, {i: kp for i, kp in inliers.items() if len(kp) >= MIN_INLIERS}, counts)
-
-
-class SharedWork:
-    """What the verifications of one job (the match graph's rows) share: the local features of
-    the last ``FEATURES_KEPT`` candidates loaded, and tentative matches for queries still to
-    come. Verifying (a, b) takes one product of their descriptors, which gives the ratio test
-    both ways; when b's row is still to be computed its matches against a are kept (at most
-    ``MATCHES_KEPT``), so (b, a) later needs only its homography."""
-
-    FEATURES_KEPT = 512  # about 136 KiB each
-    MATCHES_KEPT = 200_000
-
-    def __init__(self, pending: Iterable[int]):
-        self.pending = set(pending)
-        self.features: OrderedDict[int, LocalFeatures] = OrderedDict()
-        self.later: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}  # query -> candidate -> matches
-        self.kept = 0
-
-    def load(self, conn: Connection, kind: str, ids: list[int]) -> dict[int, LocalFeatures]:
-        self.features.update(load_local(conn, kind, [i for i in ids if i not in self.features]))
-        found = {i: self.features[i] for i in ids if i in self.features}
-        for i in found:
-            self.features.move_to_end(i)
-        while len(self.features) > max(self.FEATURES_KEPT, len(found)):
-            self.features.popitem(last=False)
-        return found
-
-    def take(self, query: int, candidate: int) -> tuple[np.ndarray, np.ndarray] | None:
-        found = self.later.get(query, {}).pop(candidate, None)
-        self.kept -= found is not None
-        return found
-
-    def wants(self, query: int) -> bool:
-        return query in self.pending and self.kept < self.MATCHES_KEPT
-
-    def keep(self, query: int, candidate: int, matches: tuple[np.ndarray, np.ndarray]) -> None:
-        self.later.setdefault(query, {})[candidate] = matches
-        self.kept += 1
-
-    def done(self, query: int) -> None:
-        self.pending.discard(query)
-        self.kept -= len(self.later.pop(query, {}))
 
 
 class Verifier:
