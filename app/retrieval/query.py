@@ -2,6 +2,7 @@
 and its local features when the method verifies."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -127,7 +128,8 @@ def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, coll
     embedder = embedder or cached_embedder(spec.name, method.name)
     image = load_image(path, settings.max_pixels, settings.max_file_bytes,
                        min_side=method.min_side(spec), longest=method.longest_side())
-    described = embedder.describe([method.prepare(image, spec)], turns=method.turns)[0]
-    vectors, turned = split_turned(whiten_query(conn, collection, spec, method, described), method)
-    local = extract(image, method.local) if method.local else None
-    return Query(vectors, local, image_id, turned)
+    with ThreadPoolExecutor(1) as beside:  # SIFT holds no lock of Python's: it runs beside the network
+        local = beside.submit(extract, image, method.local) if method.local else None
+        described = embedder.describe([method.prepare(image, spec)], turns=method.turns)[0]
+        vectors, turned = split_turned(whiten_query(conn, collection, spec, method, described), method)
+        return Query(vectors, None if local is None else local.result(), image_id, turned)
