@@ -59,8 +59,8 @@ def test_a_scene_in_depth_seen_from_two_places_verifies_by_its_epipolar_geometry
     counting EPIPOLAR_WEIGHT); two photos of different scenes with as many tentative matches
     as that rule needs do not verify."""
     from app.describe.keypoints import KINDS, extract
-    from app.describe.local import (EPIPOLAR_INLIERS, EPIPOLAR_WEIGHT, MIN_INLIERS, Prepared, _homography_inliers,
-                                    tentative_matches, verify)
+    from app.describe.local import EPIPOLAR_INLIERS, EPIPOLAR_WEIGHT, MIN_INLIERS, _homography_inliers, verify
+    from app.describe.matching import Prepared, tentative_matches
     from app.files.images import load_image
 
     folder, sift = datasets_or_skip("holidays805") / "images", KINDS["sift"]

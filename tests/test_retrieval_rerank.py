@@ -54,7 +54,7 @@ def test_one_product_gives_the_ratio_test_both_ways():
     from skimage import data
 
     from app.describe.keypoints import KINDS, extract
-    from app.describe.local import Prepared, matches_both_ways, similarity, tentative_matches
+    from app.describe.matching import Prepared, matches_both_ways, similarity, tentative_matches
 
     photo = Image.fromarray(data.astronaut())
     turned = photo.rotate(8, resample=Image.BILINEAR).resize((400, 380))
@@ -67,6 +67,40 @@ def test_one_product_gives_the_ratio_test_both_ways():
     assert {tuple(p) for p in zip(*forward)} != {tuple(p) for p in zip(backward[1], backward[0])}  # not symmetric
 
 
+def test_the_product_seen_a_block_at_a_time_matches_as_the_whole_product(monkeypatch):
+    """The ratio tests compute the product a block of rows at a time and find the matches the
+    whole product gives, both ways, whatever the block's size; keypoints repeated in a photo
+    tie (a tie fails the test), across blocks too."""
+    import app.describe.matching as matching
+    from app.describe.keypoints import KINDS, LocalFeatures
+    from app.describe.matching import Prepared, matches_both_ways, one_to_one, similarity, tentative_matches
+
+    def whole(sim, ratio):
+        rows = np.arange(len(sim))
+        best, rest = sim.argmax(axis=1), sim.copy()
+        rest[rows, best] = -2.0
+        d1, d2 = (np.sqrt(np.maximum(2 - 2 * s, 0)) for s in (sim[rows, best], rest.max(axis=1)))
+        keep = d1 < ratio * d2
+        return one_to_one(rows[keep], best[keep], d1[keep])
+
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 16, (300, 64))
+    codes[250:] = codes[:50]  # keypoints repeated in a photo: ties down the product's columns
+    near = np.clip(codes[:250] + rng.integers(-1, 2, (250, 64)), 0, 15)
+    near[200:] = near[100:150]  # and along its rows
+    a, b = (Prepared(LocalFeatures(rng.uniform(0, 500, (len(c), 2)).astype(np.float32), c.astype(np.uint8)),
+                     KINDS["sift"]) for c in (codes, near))
+    sim = similarity(a, b)
+    for ties in (sim, sim.T):  # rows whose nearest ties, both ways
+        assert ((ties == ties.max(axis=1, keepdims=True)).sum(axis=1) > 1).sum() >= 50
+    for block in (matching.BLOCK, 250 * 7, 1):  # the default, 7 rows at a time, one row at a time
+        monkeypatch.setattr(matching, "BLOCK", block)
+        forward, backward = matches_both_ways(a, b)
+        for got, expected in ((forward, whole(sim, 0.8)), (backward, whole(sim.T.copy(), 0.8)),
+                              (tentative_matches(a, b, 0.85), whole(sim, 0.85))):
+            assert len(expected[0]) > 20 and all(np.array_equal(g, e) for g, e in zip(got, expected))
+
+
 def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keypoint():
     """The stored form (merged orientation bins, 4-bit codes, 1/32 px keypoints) verifies a
     turned, shrunk copy about as well as the full 128 RootSIFT values did."""
@@ -75,7 +109,8 @@ def test_compact_sift_keeps_the_verification_of_full_rootsift_in_36_bytes_a_keyp
     from skimage import data
 
     from app.describe.keypoints import KINDS, LocalFeatures, extract, root_sift
-    from app.describe.local import Prepared, verify
+    from app.describe.local import verify
+    from app.describe.matching import Prepared
 
     sift = KINDS["sift"]
     photo = Image.fromarray(data.astronaut())
@@ -120,7 +155,7 @@ def test_a_photo_with_few_keypoints_is_detected_again_at_half_the_contrast_thres
 def _features(points: np.ndarray, unit: np.ndarray):
     """SIFT features with the given points and unit descriptors (as the existing form would hold)."""
     from app.describe.keypoints import KINDS, LocalFeatures
-    from app.describe.local import Prepared
+    from app.describe.matching import Prepared
 
     prepared = Prepared(LocalFeatures(points.astype(np.float32), np.zeros((len(points), 64), np.uint8)), KINDS["sift"])
     prepared.desc, prepared.inverse_norms = unit.astype(np.float32), np.ones(len(points), np.float32)
@@ -150,7 +185,8 @@ def _pair_just_past_the_ratio(ratio: float, n: int = 40):
 def test_a_query_with_no_verified_candidate_is_matched_again_at_the_looser_ratio():
     """Where no candidate verifies at RATIO, every candidate is matched again at RETRY_RATIO;
     where one does, the others keep what RATIO gave them."""
-    from app.describe.local import RATIO, RETRY_RATIO, pair_inliers, verify, verify_candidates
+    from app.describe.local import RETRY_RATIO, pair_inliers, verify, verify_candidates
+    from app.describe.matching import RATIO
 
     query, photo = _pair_just_past_the_ratio((RATIO + RETRY_RATIO) / 2)
     assert len(verify(query, photo)[0]) == 0  # every true match fails the ratio test at 0.8
@@ -174,7 +210,8 @@ def test_candidates_verified_in_threads_are_verified_as_one_at_a_time(monkeypatc
 
     from app.config import get_settings
     from app.describe.keypoints import KINDS, extract
-    from app.describe.local import Prepared, in_threads, verify, verify_candidates
+    from app.describe.local import in_threads, verify, verify_candidates
+    from app.describe.matching import Prepared
 
     def threads(n):
         monkeypatch.setenv("IMGSIM_VERIFY_THREADS", str(n))

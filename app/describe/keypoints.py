@@ -9,7 +9,7 @@ Rules (fixed, documented defaults):
   fewer than half the keypoints allowed (small, blurred or flat) is detected again at half
   SIFT's contrast threshold.
 
-Matching and verification are ``app.describe.local``'s.
+Matching is ``app.describe.matching``'s, verification ``app.describe.local``'s.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ one-to-one with Lowe's ratio test, verified by a RANSAC homography (OpenCV's USA
 
 Rules (fixed, documented defaults):
 - A match needs ratio < 0.8 to the second-best neighbour; each database keypoint keeps only
-  its best query match (one-to-one), so repeated texture cannot inflate the count. A query none
+  its best query match (one-to-one), so repeated texture cannot inflate the count
+  (``app.describe.matching``). A query none
   of whose candidates is verified (a hard view, a small or blurred photo) has its candidates
   matched again at ``RETRY_RATIO`` (0.85): its true matches are often just past 0.8, and the
   verification below still holds chance out.
@@ -34,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from app.config import get_settings
-from app.describe.keypoints import LocalFeatures, LocalKind
+from app.describe.matching import NO_MATCHES, RATIO, Prepared, tentative_matches
 
 MIN_INLIERS = 10
 EPIPOLAR_PX = 1.5  # px: an epipolar inlier lies this close to its epipolar line
@@ -51,107 +52,12 @@ EPIPOLAR_WEIGHT = MIN_INLIERS / EPIPOLAR_INLIERS
 EPIPOLAR_SHARE = 0.6
 EPIPOLAR_SAMPLES = math.ceil(math.log(1 - 0.999) / math.log(1 - EPIPOLAR_SHARE ** 7))
 BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
-RATIO = 0.8
 # A query none of whose candidates verifies at RATIO is matched again at this: over Holidays'
 # relevant pairs that found no inlier at 0.8, 18% verify at 0.85 (a hard pair's true matches lie
 # just past 0.8); of its non-relevant shortlist pairs, 1 in 1,500 does (12% at 0.9: too loose for
 # the 10-inlier homography to hold chance out in a 325 px frame).
 RETRY_RATIO = 0.85
 REPROJECTION_PX = 6.0
-
-
-class Prepared:
-    """A feature set ready for matching: the SIFT codes as float32 with their inverse norms, or
-    the raw bits for ORB."""
-
-    def __init__(self, features: LocalFeatures, kind: LocalKind):
-        self.points = features.points
-        self.kind = kind
-        self.desc = features.descriptors if kind.binary else features.descriptors.astype(np.float32)
-        self.inverse_norms = None if kind.binary else 1 / np.maximum(np.linalg.norm(self.desc, axis=1), 1e-7)
-
-    def __len__(self) -> int:
-        return len(self.points)
-
-
-_HAMMING = cv2.BFMatcher(cv2.NORM_HAMMING)
-
-
-def tentative_matches(q: Prepared, d: Prepared, ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray]:
-    """Ratio-tested, one-to-one matches as (query indices, database indices)."""
-    if len(q) < 2 or len(d) < 2:
-        return _NO_MATCHES
-    if q.kind.binary:
-        return _hamming_matches(q, d, ratio)
-    return ratio_matches(similarity(q, d, _scratch(0, len(q), len(d)), _scratch(1, len(q), len(d))), ratio)
-
-
-def similarity(q: Prepared, d: Prepared, out: np.ndarray | None = None, scale: np.ndarray | None = None) -> np.ndarray:
-    """Cosine similarities of the SIFT codes (rows: ``q``), bit for bit the transpose of
-    ``similarity(d, q)``: products of 4-bit codes are integers, exact in float32 in any order,
-    and each pair's two norms are multiplied once. So a pair's matches do not depend on which of
-    its images asked, whatever the order of the matrix library's sums (4-bit codes tie often).
-    ``out`` and ``scale``: (len(q), len(d)) float32 arrays to compute in (``scale`` is overwritten)."""
-    sim = np.matmul(q.desc, d.desc.T, out=out)
-    sim *= np.multiply(q.inverse_norms[:, None], d.inverse_norms[None, :], out=scale)
-    return sim
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(slot: int, rows: int, cols: int) -> np.ndarray:
-    """A (rows, cols) float32 array of this thread's, reused by its next verification: a new
-    4 MB array for each product of a pair cost more in page faults than scaling the product."""
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    if buffers.get(slot, np.empty(0, np.float32)).size < rows * cols:
-        buffers[slot] = np.empty(rows * cols, np.float32)
-    return buffers[slot][:rows * cols].reshape(rows, cols)
-
-
-def matches_both_ways(q: Prepared, d: Prepared) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``tentative_matches(q, d)`` and ``tentative_matches(d, q)`` from one product of the
-    descriptors (SIFT): the second is the ratio test down the product's columns."""
-    if len(q) < 2 or len(d) < 2 or q.kind.binary:
-        return tentative_matches(q, d), tentative_matches(d, q)
-    sim = similarity(q, d, _scratch(0, len(q), len(d)), _scratch(1, len(q), len(d)))
-    # down the columns: a transposed copy (the test overwrites its input); 3x numpy's
-    backward = ratio_matches(cv2.transpose(sim, _scratch(1, len(d), len(q))))
-    return ratio_matches(sim), backward
-
-
-_NO_MATCHES = (np.zeros(0, int), np.zeros(0, int))
-
-
-def ratio_matches(sim: np.ndarray, ratio: float = RATIO) -> tuple[np.ndarray, np.ndarray]:
-    """Matches of the rows (queries) to the columns of a RootSIFT similarity matrix: Lowe's ratio
-    test on the two nearest columns, then one-to-one. ``sim`` is overwritten."""
-    best = sim.argmax(axis=1)
-    rows = np.arange(len(sim))
-    s1 = sim[rows, best].copy()
-    sim[rows, best] = -2.0
-    s2 = sim.max(axis=1)
-    d1 = np.sqrt(np.maximum(2 - 2 * s1, 0))
-    d2 = np.sqrt(np.maximum(2 - 2 * s2, 0))
-    keep = d1 < ratio * d2
-    return one_to_one(rows[keep], best[keep], d1[keep])
-
-
-def _hamming_matches(q: Prepared, d: Prepared, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    pairs = _HAMMING.knnMatch(q.desc, d.desc, k=2)
-    rows = [(m[0].queryIdx, m[0].trainIdx, m[0].distance) for m in pairs
-            if len(m) == 2 and m[0].distance < ratio * m[1].distance]
-    if not rows:
-        return _NO_MATCHES
-    return one_to_one(*(np.array(c) for c in zip(*rows)))
-
-
-def one_to_one(qi: np.ndarray, ti: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each database keypoint keeps only its closest query match."""
-    order = np.lexsort((dist, ti))
-    ti_sorted = ti[order]
-    first = np.r_[True, ti_sorted[1:] != ti_sorted[:-1]] if len(order) else np.zeros(0, bool)
-    return qi[order][first], ti_sorted[first]
 
 
 def _degenerate(h: np.ndarray) -> bool:
@@ -223,7 +129,7 @@ def inlier_matches(q: Prepared, d: Prepared, matches: tuple[np.ndarray, np.ndarr
     with at least EPIPOLAR_INLIERS (a scene in depth seen from two places)."""
     qi, ti = tentative_matches(q, d, ratio) if matches is None else matches
     if len(qi) < 8:
-        return *_NO_MATCHES, 1.0
+        return *NO_MATCHES, 1.0
     a, b = q.points[qi], d.points[ti]
     plane = _homography_inliers(a, b)
     if plane.sum() < MIN_INLIERS and len(qi) >= EPIPOLAR_INLIERS:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from app.describe.local import MIN_INLIERS, Prepared, verify
+from app.describe.local import MIN_INLIERS, verify
+from app.describe.matching import Prepared
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
 from app.retrieval.shortlist import warn_if_unindexed

@@ -30,7 +30,8 @@ from dataclasses import replace
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.local import BURST_RADIUS, MIN_INLIERS, Prepared, matches_both_ways, verify_candidates
+from app.describe.local import BURST_RADIUS, MIN_INLIERS, verify_candidates
+from app.describe.matching import Prepared, matches_both_ways
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import l2_normalize

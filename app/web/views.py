@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from app import api
 from app.config import Settings
 from app.describe.keypoints import frame_size
-from app.describe.local import Prepared, pair_inliers
+from app.describe.local import pair_inliers
+from app.describe.matching import Prepared
 from app.describe.methods import get_method
 from app.evaluation.metrics import average_precision, precision_at
 from app.files.images import ImageError, load_image
