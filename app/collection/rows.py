@@ -6,7 +6,7 @@ database computes the same row. A process verifies a row's candidates in threads
 (``IMGSIM_VERIFY_THREADS``, ``app.describe.local.in_threads``), and its rows share their
 descriptor products (``SharedWork``: a pair's product serves both its rows), so one process
 uses two cores better than two processes do, which compute the products of the pairs across
-their slices twice (DVD, 150 images, 2 cores: 44.7 s against 47.9 s). Python's lock limits
+their slices twice (DVD, 150 images, 2 cores: 46 s against 49 s). Python's lock limits
 what threads add beyond that, so a machine with more cores computes the rows in one worker
 process per two cores (``IMGSIM_GRAPH_WORKERS``), each on a contiguous slice of the images
 with its share of the threads. A failed worker fails the job (the rows written before stay).
