@@ -32,7 +32,6 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from app.config import get_settings
 from app.describe.matching import NO_MATCHES, RATIO, Prepared, tentative_matches
@@ -108,6 +107,8 @@ def in_threads(work: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
 def _pool(threads: int) -> ThreadPoolExecutor:
     with _POOLS_LOCK:
         if threads not in _POOLS:
+            from threadpoolctl import threadpool_limits  # here: a search that verifies nothing never loads it
+
             # the threads are the parallelism: a product that also took the matrix library's
             # threads would ask for threads x cores (measured: 1.56x slower on 2 cores)
             threadpool_limits(1, user_api="blas")
