@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from app.collection import upkeep
 from app.collection.dba import augment_collection
+from app.collection import groups as grouping
 from app.collection.graph import require_verifying, update_graph
 from app.collection.whitening import whiten_collection
 from app.config import get_settings
@@ -25,9 +26,11 @@ from app.describe.registry import ModelSpec, get_model, resolve_models
 from app.evaluation import compare as comparing
 from app.evaluation import evaluate as evaluating
 from app.evaluation.compare import Comparison, ModelResult
-from app.evaluation.evaluate import Evaluation
+from app.evaluation.evaluate import Evaluation, evaluation_collection
+from app.evaluation.grouping import GroupScores, evaluate_groups
 from app.files.labels import read_labels
 from app.files.paths import path_text
+from app.ingestion import engines
 from app.ingestion.report import Failure, IngestReport
 from app.ingestion.runner import Ingestor, Progress
 from app.retrieval import duplicates as dup
@@ -39,6 +42,9 @@ from app.store.collections import DEFAULT_COLLECTION, Collection, collection_row
 from app.store.collections import drop_collection as drop_store_collection
 from app.store.files import remove_files
 from app.store.images import list_failures
+
+
+distributor = engines.distributor  # where an ingest runs: app.api.distributor("ray")
 
 
 def _model(name: str | None) -> ModelSpec:
@@ -65,13 +71,13 @@ def _under(folder: Path | str | None) -> str | None:
 
 def search(query, model: str | None = None, k: int = 10, method: str = DEFAULT_METHOD,
            collection: str = DEFAULT_COLLECTION, label: str | None = None, under: Path | str | None = None,
-           max_distance: float | None = None, engine: Engine | None = None,
-           embedder: Embedder | None = None) -> search_module.Answer:
+           max_distance: float | None = None, engine: Engine | None = None, embedder: Embedder | None = None,
+           min_confidence: float | None = None) -> search_module.Answer:
     """The ``k`` images of ``collection`` nearest to ``query`` (an image id or a file path), with
     the model, method and collection the search used. Only images with a file labelled ``label``,
-    or below the folder ``under``, or within ``max_distance`` when those are given."""
+    below the folder ``under``, within ``max_distance``, or verified at ``min_confidence`` when given."""
     return search_module.similar(query, _model(model).name, k, method, _ready(engine), embedder, max_distance,
-                                 collection, label, _under(under))
+                                 collection, label, _under(under), min_confidence)
 
 
 def similar(query, model: str | None = None, k: int = 10, method: str = DEFAULT_METHOD,
@@ -80,30 +86,6 @@ def similar(query, model: str | None = None, k: int = 10, method: str = DEFAULT_
             label: str | None = None, under: Path | str | None = None) -> list[Hit]:
     """The hits of ``search``."""
     return search(query, model, k, method, collection, label, under, max_distance, engine, embedder).hits
-
-
-class EngineError(ValueError):
-    pass
-
-
-ENGINES = ("local", "ray")
-
-
-def distributor(name: str = "local", address: str | None = None, workers: int | None = None):
-    """Where an ingest's heavy work runs: ``local`` (this process: None) or ``ray`` (a Ray
-    cluster: the one at ``address``, else RAY_ADDRESS, else one started for this process, with
-    ``workers`` actors; see ``app.ingestion.distributed``)."""
-    if name not in ENGINES:
-        raise EngineError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
-    if name == "local":
-        if address or workers:
-            raise EngineError("--address and --workers are options of the ray engine (--engine ray)")
-        return None
-    try:
-        from app.ingestion.distributed import RayDistributor
-    except ImportError:
-        raise EngineError("the ray engine needs Ray: pip install 'imgsim[ray]'") from None
-    return RayDistributor(address, workers)
 
 
 def ingest(folder: Path | str, models: str | list[str] | None = None, method: str | Method = DEFAULT_METHOD,
@@ -153,13 +135,6 @@ def drop_collection(name: str, engine: Engine | None = None) -> dict:
     """Delete a collection and everything stored for it (not ``default``)."""
     with _ready(engine).begin() as conn:
         return drop_store_collection(conn, name)
-
-
-def evaluation_collection(folder: Path | str, collection: str | None) -> str:
-    """Benchmark sets go to a collection of their own: the given name, else the folder's name
-    with its parent's (``holidays805/images``: datasets often keep their photos in ``images/``)."""
-    resolved = Path(folder).resolve()
-    return collection or "/".join(p for p in (resolved.parent.name, resolved.name) if p)
 
 
 def evaluate(folder: Path | str, labels: Path | str, model: str | None = None, method: str | Method = DEFAULT_METHOD,
@@ -215,10 +190,42 @@ def duplicates(model: str | None = None, method: str = DEFAULT_METHOD, threshold
                                threshold)
 
 
+def groups(model: str | None = None, method: str = DEFAULT_METHOD, collection: str = DEFAULT_COLLECTION,
+           min_confidence: float = grouping.MIN_CONFIDENCE, engine: Engine | None = None) -> list[grouping.Group]:
+    """Groups of the photos of ``collection`` that show the same item, largest first (``app.collection.groups``)."""
+    meth = get_method(method)
+    require_verifying(meth)
+    engine = _ready(engine)
+    return grouping.find_groups(engine, _collection(engine, collection), _model(model).name, meth.local.name,
+                                min_confidence)
+
+
+def decide(image_id: int, others: list[int], same: bool | None, collection: str = DEFAULT_COLLECTION,
+           engine: Engine | None = None) -> int:
+    """Record that ``image_id`` shows the same item as each of ``others`` (``same=True``), or
+    not (False), or forget what was said (None); later grouping respects it."""
+    engine = _ready(engine)
+    return grouping.record_decision(engine, _collection(engine, collection), image_id, others, same)
+
+
+def split_group(ids: list[int], collection: str = DEFAULT_COLLECTION, engine: Engine | None = None) -> int:
+    """"Not the same" for a whole group: no two of ``ids`` end in one group again."""
+    engine = _ready(engine)
+    return grouping.split_group(engine, _collection(engine, collection), ids)
+
+
 def exact_copies(engine: Engine | None = None, collection: str = DEFAULT_COLLECTION) -> list[list[dict]]:
     """Files of ``collection`` that hold the same content: ``[{id, path, label}]`` per image."""
     engine = _ready(engine)
     return dup.find_exact_copies(engine, _collection(engine, collection).id)
+
+
+def group_scores(collection: str, model: str | None = None, method: str | Method = DEFAULT_METHOD,
+                 min_confidence: float = grouping.MIN_CONFIDENCE, engine: Engine | None = None) -> GroupScores:
+    """The collection's same-item groups against its labels: pair precision and recall, B-cubed F1."""
+    engine = _ready(engine)
+    meth = method if isinstance(method, Method) else get_method(method)
+    return evaluate_groups(engine, _collection(engine, collection), _model(model).name, meth, min_confidence)
 
 
 def whiten(model: str | None = None, descriptor: str = "gem", engine: Engine | None = None,

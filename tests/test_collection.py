@@ -114,13 +114,14 @@ def test_match_graph_is_built_incrementally_and_ranks_every_page_first(engine, l
             "SELECT i.label, n.label, e.score FROM match_graph g JOIN files i ON i.image_id = g.image_id "
             "CROSS JOIN LATERAL unnest(g.neighbours, g.scores) AS e(id, score) JOIN files n ON n.image_id = e.id")).all()
     assert len(rows) == first["edges"]
-    stored = _own_rows(engine)
+    stored, confident = _own_rows(engine), _own_rows(engine, "confidences")
     with engine.connect() as conn:  # rows the job computed sharing products = rows of queries run alone
         for image_id in stored:
-            alone = direct_scores(conn, LITE0, method, stored_query(conn, image_id, LITE0, method),
-                                  Scope(DEFAULT(engine).id))
-            assert alone.keys() == stored[image_id].keys()
+            alone, sure = direct_scores(conn, LITE0, method, stored_query(conn, image_id, LITE0, method),
+                                        Scope(DEFAULT(engine).id))
+            assert alone.keys() == stored[image_id].keys() == sure.keys()
             assert all(abs(alone[n] - stored[image_id][n]) < 1e-4 for n in alone)
+            assert all(abs(sure[n] - confident[image_id][n]) < 1e-4 for n in sure)
     same = [score for a, b, score in rows if a == b]
     other = [score for a, b, score in rows if a != b]  # the shared layout verifies too, but scores less
     assert len(same) == 18 * 8 and sum(same) / len(same) > 2 * sum(other) / max(1, len(other))
@@ -151,9 +152,9 @@ def test_rows_computed_by_worker_processes_are_the_rows_computed_here(engine, li
     monkeypatch.setenv("IMGSIM_GRAPH_WORKERS", "1")
     monkeypatch.setenv("IMGSIM_VERIFY_THREADS", "2")
     get_settings.cache_clear()
-    here = dict(row for rows in local_rows(engine, collection.id, LITE0, method, ids) for row in rows)
-    there = dict(row for rows in process_rows(engine, collection.id, LITE0, method, ids, workers=2) for row in rows)
-    assert len(here) == 18 and sum(map(len, here.values())) >= 18 * 8
+    here = {i: (s, c) for rows in local_rows(engine, collection.id, LITE0, method, ids) for i, s, c in rows}
+    there = {i: (s, c) for rows in process_rows(engine, collection.id, LITE0, method, ids, workers=2) for i, s, c in rows}
+    assert len(here) == 18 and sum(len(s) for s, _ in here.values()) >= 18 * 8
     assert there == here
     monkeypatch.setenv("IMGSIM_RETRY_SECONDS", "0")
     elsewhere = create_engine(engine.url.set(database="no_such_database"))
@@ -243,18 +244,19 @@ def test_a_stored_image_finds_the_images_whose_rows_list_it(engine, lite0_embedd
     dropped = {n for n in rows[query] if query in rows[n]}
     assert dropped
     with engine.begin() as conn:
-        write_graph(conn, LITE0.name, "sift", [(query, {n: s for n, s in rows[query].items() if n not in dropped})],
-                    method.stored)
+        write_graph(conn, LITE0.name, "sift", [(query, {n: s for n, s in rows[query].items() if n not in dropped},
+                                                 None)], method.stored)
     with engine.connect() as conn:
         hits = rank(conn, LITE0, method, stored_query(conn, query, LITE0, method), 18, Scope(collection.id))
     found = {h.image_id: h for h in hits}
     assert all(found[n].score is not None and found[n].inliers >= 10 for n in dropped)
 
 
-def _own_rows(engine) -> dict[int, dict[int, float]]:
-    """The stored rows, each as the job wrote it (the edges its image verified)."""
+def _own_rows(engine, values: str = "scores") -> dict[int, dict[int, float]]:
+    """The stored rows, each as the job wrote it (the edges its image verified, with their
+    ``values``: scores or confidences)."""
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT image_id, neighbours, scores FROM match_graph")).all()
+        rows = conn.execute(text(f"SELECT image_id, neighbours, {values} FROM match_graph")).all()
     return {i: dict(zip(n, s)) for i, n, s in rows}
 
 

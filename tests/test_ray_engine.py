@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from app import api
 from app.describe.methods import get_method
+from app.ingestion.engines import EngineError
 from app.store.graph import load_graph
 from app.store.images import list_failures
 from tests.helpers import LITE0, collection, ingestor, make_images
@@ -113,7 +114,7 @@ def test_the_ray_graph_step_fans_out_an_existing_collection(engine, lite0_embedd
 
 
 def test_an_unknown_engine_or_a_ray_option_without_ray_is_one_line(tmp_path):
-    with pytest.raises(api.EngineError, match="unknown engine 'spark'"):
+    with pytest.raises(EngineError, match="unknown engine 'spark'"):
         api.distributor("spark")
-    with pytest.raises(api.EngineError, match="options of the ray engine"):
+    with pytest.raises(EngineError, match="options of the ray engine"):
         api.distributor("local", workers=2)

@@ -98,7 +98,7 @@ def _fill_every_kind_of_row(n: int = 5):
         features = LocalFeatures(rng.random((3, 2), dtype=np.float32), rng.integers(0, 16, (3, 64), np.uint8))
         write_local(conn, "sift", [(i, features) for i in image_ids])
         save_whitening(conn, 1, spec.name, "rmac", n, np.zeros(spec.dim), np.eye(spec.dim, dtype=np.float32))
-        write_graph(conn, spec.name, "sift", [(image_ids[0], {image_ids[1]: 12.0})], "gem")
+        write_graph(conn, spec.name, "sift", [(image_ids[0], {image_ids[1]: 12.0}, {image_ids[1]: 0.9})], "gem")
     return {(i, m): v for i, v in zip(image_ids, vectors) for m in ("global", "rmac")}
 
 

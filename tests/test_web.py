@@ -99,9 +99,35 @@ def test_duplicates_failures_collections_and_the_pages(served):
     assert "Which photos show this same thing?" in client.get("/").text
     page = client.get(f"/match/{ids['2.jpg']}/{ids['3.jpg']}")
     assert page.status_code == 200 and f"/api/images/{ids['3.jpg']}/thumbnail" in page.text
-    assert client.get("/duplicates", params={"threshold": 0.3}).status_code == 200
     assert "/api/search" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def _group_names(client) -> list[set[str]]:
+    groups = client.get("/api/groups").json()["groups"]
+    return [{Path(m["path"]).name for m in g["members"]} for g in groups]
+
+
+def test_the_groups_and_a_persons_decisions_through_the_api(served):
+    client, engine, _ = served
+    ids = _ids_by_name(engine)
+    january, february = {f"{n}.jpg" for n in range(1, 10)}, {f"{n}.jpg" for n in range(10, 19)}
+    assert sorted(_group_names(client), key=min) == sorted([january, february], key=min)
+    members = client.get("/api/groups").json()["groups"][0]["members"]
+    assert all(0.5 <= m["confidence"] <= 1 and m["evidence"] and m["width"] > 0 for m in members)
+    others = [ids[n] for n in january - {"9.jpg"}]
+    said = client.post("/api/decisions", json={"image": ids["9.jpg"], "others": others, "verdict": "not-same"})
+    assert said.status_code == 200 and said.json() == {"pairs": 8, "verdict": "not-same"}
+    assert january - {"9.jpg"} in _group_names(client) and january not in _group_names(client)
+    page = client.get("/groups")
+    assert page.status_code == 200 and "Photos of the same item" in page.text and "not the same" in page.text
+    assert client.post("/api/decisions", json={"others": others, "verdict": "same"}).status_code == 400
+    assert client.post("/api/decisions", json={"image": 10**9, "others": others, "verdict": "same"}).status_code == 404
+    assert client.post("/api/decisions", json={"image": ids["9.jpg"], "others": [], "verdict": "same"}).status_code == 422
+    assert client.post("/api/decisions", json={"image": ids["9.jpg"], "others": others, "verdict": "maybe"}).status_code == 422
+    client.post("/api/decisions", json={"image": ids["9.jpg"], "others": others, "verdict": "forget"})
+    assert january in _group_names(client)
+    assert client.get("/duplicates").status_code == 200  # the earlier address of the page
 
 
 def _upload(client, content: bytes, name: str = "x.jpg"):
@@ -234,13 +260,27 @@ def test_the_pages_in_a_real_browser(served, tmp_path):
             assert inliers >= 10, page.locator("#verdict").inner_text()
             page.wait_for_function(f"document.querySelectorAll('.match svg line').length == {min(inliers, 400)}")
             page.screenshot(path=str(shots / "match.png"), full_page=True)
-            page.goto(f"http://127.0.0.1:{port}/duplicates?threshold=0.3")
-            expect(page.locator("h1")).to_contain_text("Duplicate groups")
-            page.screenshot(path=str(shots / "duplicates.png"), full_page=True)
+            page.goto(f"http://127.0.0.1:{port}/groups")
+            expect(page.locator("h1")).to_contain_text("Photos of the same item")
+            sections = page.locator("section.group")
+            assert sections.count() == 2 and page.locator("figure.member").count() == 18
+            page.screenshot(path=str(shots / "groups.png"), full_page=True)
+            member = sections.nth(0).locator("figure.member").nth(0)
+            chosen = int(member.get_attribute("data-id"))
+            with page.expect_navigation():
+                member.locator("button.not-same").click()
+            expect(page.locator("figure.member")).to_have_count(17)  # it left its group
+            assert page.locator(f"figure.member[data-id='{chosen}']").count() == 0
+            with page.expect_navigation():
+                page.locator("section.group").nth(1).locator("button.split").click()
+            expect(page.locator("section.group")).to_have_count(1)
             browser.close()
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        with engine.begin() as conn:  # the module's later tests see the photos as ingested
+            from sqlalchemy import text
+            conn.execute(text("DELETE FROM same_item_decisions"))
 
 
 def test_an_ingest_of_a_server_folder_only_under_the_allowed_roots_with_progress(served, tmp_path, monkeypatch):

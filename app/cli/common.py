@@ -15,6 +15,7 @@ from app.config import get_settings
 from app.describe.methods import DEFAULT_METHOD, Method, UnknownMethod, get_method
 from app.describe.registry import ModelSpec, UnknownModel, resolve_models
 from app.describe.weights import WeightsUnavailable, weights_dir
+from app.ingestion.engines import EngineError
 from app.evaluation.evaluate import EvaluationError
 from app.retrieval.query import MissingWhitening, NothingStored
 from app.store.collections import DEFAULT_COLLECTION
@@ -102,7 +103,7 @@ def distributor(engine: str, address: str | None, workers: int | None):
 
     try:
         return api.distributor(engine, address, workers)
-    except api.EngineError as exc:
+    except EngineError as exc:
         fail(str(exc))
 
 

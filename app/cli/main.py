@@ -11,13 +11,14 @@ from rich.columns import Columns
 from rich.markup import escape
 
 from app import api
-from app.cli import admin, boundary, library
+from app.cli import admin, boundary, groups, library
 from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, AddressOpt, BenchCollectionOpt,
                             CollectionOpt, EngineOpt, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, WorkersOpt,
                             distributor, err, fail, fail_with, method, one_spec, out, specs)
-from app.cli.render import (hit_dict, print_failure, print_fit, print_graph, print_ingest, print_json, print_metrics,
-                            print_ranking, print_table, progress)
+from app.cli.render import (hit_dict, print_group_scores, print_failure, print_fit, print_graph, print_ingest, print_json, print_metrics,
+                            print_ranking, progress)
 from app.config import get_settings
+from app.collection.groups import GroupingError
 from app.describe.backends import BackendError, choose
 from app.describe.registry import UnknownModel, resolve_models
 from app.describe.weights import WeightsUnavailable
@@ -39,6 +40,9 @@ app.add_typer(library.collections_app, name="collections")
 app.command()(admin.methods)
 app.command()(admin.failures)
 app.command()(library.remove)
+app.command()(groups.groups)
+app.command()(groups.decide)
+app.command()(groups.duplicates)
 
 
 @app.command()
@@ -97,52 +101,21 @@ def search(
     collection: CollectionOpt = DEFAULT_COLLECTION,
     label: Annotated[Optional[str], typer.Option(help="Only images with a file of this label.")] = None,
     under: Annotated[Optional[Path], typer.Option(help="Only images with a file below this folder.")] = None,
+    min_confidence: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Only verified results at "
+                                                            "least this confident to show the query's item.")] = None,
     as_json: JsonOpt = False,
 ):
     """Rank the collection's images by cosine distance to QUERY."""
     spec, meth = one_spec(model), method(method_name)
     try:
-        answer = api.search(query, spec.name, k, meth.name, collection, label, under, max_distance)
+        answer = api.search(query, spec.name, k, meth.name, collection, label, under, max_distance,
+                            min_confidence=min_confidence)
     except (QueryError, ImageError, WeightsUnavailable, CollectionError) as exc:
         fail_with(exc)
     if as_json:
         return print_json({"model": answer.model, "method": answer.method, "resolved": answer.resolved,
                            "collection": answer.collection, "hits": [hit_dict(h) for h in answer.hits]})
     print_ranking(answer.hits, f"{spec.name} / {method_name} in {answer.collection}")
-
-
-@app.command()
-def duplicates(
-    model: OneModelOpt = None,
-    method_name: Annotated[str, typer.Option("--method", help="Vectors to compare; with +sift/+orb pairs are "
-                                                              "verified.")] = DEFAULT_METHOD,
-    threshold: Annotated[float, typer.Option(help="Largest cosine distance of a pair.", min=0.0, max=2.0)] = 0.1,
-    collection: CollectionOpt = DEFAULT_COLLECTION,
-    as_json: JsonOpt = False,
-):
-    """List exact copies (one content in several files) and groups of near-duplicate images
-    (the same item) in the collection."""
-    spec, meth = one_spec(model), method(method_name)
-    try:
-        copies = api.exact_copies(collection=collection)
-        found = api.duplicates(spec.name, meth.name, threshold, collection=collection)
-    except CollectionError as exc:
-        fail_with(exc)
-    if as_json:
-        return print_json({"collection": collection, "exact_copies": copies, "groups": found})
-    rows = [[str(n), str(item["id"]), one_line(item["label"] or ""), one_line(item["path"])]
-            for n, same in enumerate(copies, 1) for item in same]
-    print_table(["copy", "id", "label"], rows, f"{len(copies)} contents held by several files in {collection}",
-                fold="path")
-    print_table(["group", "id", "label"],
-                [[str(n), str(item["id"]), one_line(item["label"] or ""), copies_note(item)]
-                 for n, group in enumerate(found, 1) for item in group],
-                f"{len(found)} groups ({spec.name} / {meth.name}, distance <= {threshold})", fold="path")
-
-
-def copies_note(item: dict) -> str:
-    more = len(item["paths"]) - 1
-    return one_line(item["path"]) + (f" (and {more} exact {'copy' if more == 1 else 'copies'})" if more else "")
 
 
 @app.command()
@@ -153,19 +126,24 @@ def evaluate(
     method_name: MethodOpt = DEFAULT_METHOD,
     k: Annotated[int, typer.Option("-k", min=1, help="k of recall@k.")] = 10,
     collection: BenchCollectionOpt = None,
+    with_groups: Annotated[bool, typer.Option("--groups", help="Also group the photos of one item and score the "
+                                                               "groups against the labels.")] = False,
     as_json: JsonOpt = False,
 ):
     """Ingest FOLDER into its own collection if needed, search with every labelled query file,
-    report mAP, P@1, P@R, recall@1/@k."""
+    report mAP, P@1, P@R, recall@1/@k (and with --groups: pair precision and recall, B-cubed F1)."""
     spec, meth = one_spec(model), method(method_name)
     try:
         result = api.evaluate(folder, labels, spec.name, meth, k, collection=collection)
-    except (LabelsError, EvaluationError, WeightsUnavailable, CollectionError) as exc:
+        scores = api.group_scores(result.collection, spec.name, meth) if with_groups else None
+    except (LabelsError, EvaluationError, WeightsUnavailable, CollectionError, GroupingError) as exc:
         fail_with(exc)
-    row = {**result.as_dict(), "dataset": str(folder)}
+    row = {**result.as_dict(), "dataset": str(folder), **({"groups": scores.as_dict()} if scores else {})}
     if as_json:
         return print_json(row)
     print_metrics([row], f"{folder} (collection {result.collection})")
+    if scores:
+        print_group_scores(scores, f"{folder}: groups of the same item")
     if result.missing:
         err.print(f"{len(result.missing)} labelled files are not stored (see imgsim failures)")
     for names in result.conflicts:

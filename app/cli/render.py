@@ -63,7 +63,7 @@ class progress:
 
 def hit_dict(h: Hit) -> dict:
     return {"path": h.path, "paths": list(h.paths), "distance": h.distance, "label": h.label, "id": h.image_id,
-            "inliers": h.inliers, "score": h.score}
+            "inliers": h.inliers, "score": h.score, "confidence": h.confidence}
 
 
 def print_ranking(hits: list[Hit], title: str, relevant: set[int] | None = None) -> None:
@@ -71,11 +71,12 @@ def print_ranking(hits: list[Hit], title: str, relevant: set[int] | None = None)
     rows = []
     for rank, h in enumerate(hits, 1):
         mark = " ✓" if relevant and h.image_id in relevant else ""
-        inliers = (["" if h.inliers is None else str(h.inliers), "" if h.score is None else f"{h.score:.1f}"]
-                   if verified else [])
+        inliers = (["" if h.inliers is None else str(h.inliers), "" if h.score is None else f"{h.score:.1f}",
+                    "" if h.confidence is None else f"{h.confidence:.2f}"] if verified else [])
         more = f" (+{len(h.paths) - 1} copies)" if len(h.paths) > 1 else ""
         rows.append([str(rank), f"{h.distance:.6f}", *inliers, one_line(h.label or "") + mark, one_line(h.path) + more])
-    print_table(["rank", "distance", *(["inliers", "score"] if verified else []), "label"], rows, title, "path")
+    print_table(["rank", "distance", *(["inliers", "score", "confidence"] if verified else []), "label"], rows, title,
+                "path")
 
 
 def print_metrics(rows: list[dict], title: str = "metrics") -> None:
@@ -83,6 +84,12 @@ def print_metrics(rows: list[dict], title: str = "metrics") -> None:
         [r["model"], r["method"], f"{r['map']:.3f}", f"{r['p_at_1']:.3f}", f"{r['p_at_r']:.3f}",
          f"{r['recall_at_1']:.3f}", f"{r['recall_at_k']:.3f} (k={r['k']})", str(r["n_queries"]),
          "" if r.get("embed_ms") is None else f"{r['embed_ms']:.1f}"] for r in rows], title)
+
+
+def print_group_scores(scores, title: str) -> None:
+    print_table(["pair precision", "pair recall", "B-cubed F1", "groups found", "true groups", "largest"],
+                [[f"{scores.pair_precision:.3f}", f"{scores.pair_recall:.3f}", f"{scores.bcubed_f1:.3f}",
+                  str(scores.groups), str(scores.true_groups), str(scores.largest)]], title)
 
 
 def print_ingest(report) -> None:

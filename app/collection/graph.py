@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
+from app.collection.groups import find_groups
 from app.collection.rows import Row, RowPlacement, local_rows
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
@@ -56,10 +57,12 @@ def build_graph(engine: Engine, collection: Collection, spec: ModelSpec, method:
             progress(0, len(ids))
         for rows in (placement or local_rows)(engine, collection.id, spec, method, ids):
             with_retry(lambda: _write(engine, spec, kind, method.stored, rows))
-            edges += sum(len(row) for _, row in rows)
+            edges += sum(len(scores) for _, scores, _ in rows)
             finished += len(rows)
             if progress:
                 progress(finished, len(ids))
+        if ids:  # the stored groups follow the new edges
+            with_retry(lambda: find_groups(engine, collection, spec.name, kind))
     return {"collection": collection.name, "model": spec.name, "kind": kind, "method": method.canonical,
             "images": len(ids), "edges": edges}
 

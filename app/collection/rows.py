@@ -39,7 +39,8 @@ from app.store.retry import with_retry
 from app.store.scope import Scope
 
 BATCH = 32  # rows per transaction, and per task of a worker
-Row = tuple[int, dict[int, float]]  # image id -> its verified neighbours' scores
+# image id, its verified neighbours' scores, their same-item confidences
+Row = tuple[int, dict[int, float], dict[int, float]]
 # Where the rows are computed: (engine, collection id, model, method, image ids) -> batches of
 # rows as they are done, in any order. Each row depends only on the stored data.
 RowPlacement = Callable[[Engine, int, ModelSpec, Method, list[int]], Iterator[list[Row]]]
@@ -52,8 +53,8 @@ def graph_rows(engine: Engine, collection: int, spec: ModelSpec, method: Method,
     with engine.connect() as conn:
         for image_id in ids:
             query = stored_query(conn, image_id, spec, method)
-            rows.append((image_id, direct_scores(conn, spec, method, query, Scope(collection), shared)
-                         if query is not None else {}))
+            rows.append((image_id, *(direct_scores(conn, spec, method, query, Scope(collection), shared)
+                                     if query is not None else ({}, {}))))
             shared.done(image_id)
     return rows
 

@@ -36,6 +36,13 @@ from app.store.local import local_ids
 Ranker = Callable[[Connection, int, list[int], int], list[Hit]]
 
 
+def evaluation_collection(folder: Path | str, collection: str | None) -> str:
+    """Benchmark sets go to a collection of their own: the given name, else the folder's name
+    with its parent's (``holidays805/images``: datasets often keep their photos in ``images/``)."""
+    resolved = Path(folder).resolve()
+    return collection or "/".join(p for p in (resolved.parent.name, resolved.name) if p)
+
+
 class EvaluationError(ValueError):
     """Nothing to evaluate; ``missing_step`` names the index step (``whiten``, ``dba``) whose rows are absent."""
 

@@ -15,6 +15,7 @@ class Hit:
     inliers: int | None = None  # verified local matches, when the method verified this candidate
     score: float | None = None  # re-ranking score (background-weighted cells of inliers, graph-expanded)
     paths: tuple[str, ...] = ()  # every file holding the image (``path`` is the first)
+    confidence: float | None = None  # that it shows the query's item (``app.retrieval.confidence``), when verified
 
     @classmethod
     def of(cls, row: Neighbour) -> "Hit":

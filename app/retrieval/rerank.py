@@ -19,6 +19,7 @@ Rules (fixed defaults; ``app.describe.local`` has the verification's own):
 - through the graph, image d gains max over verified r of (score(r) / best)^GRAPH_POWER x graph(r, d);
   without a graph, the best verified match's own shortlist is verified once (one expansion);
 - every verified score gains FUSION_WEIGHT x (1 - first-stage distance);
+- each verified image carries its same-item confidence (``app.retrieval.confidence``);
 - the images no verification reached follow in the first stage's order from the query's vector
   averaged with its verified images' vectors (``verified_tail``).
 """
@@ -35,12 +36,14 @@ from app.describe.matching import Prepared, matches_both_ways
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import l2_normalize
+from app.retrieval.confidence import better, confidences, covered_share
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
 from app.retrieval.shared import SharedWork
 from app.retrieval.shortlist import first_stage, turned_hits
 from app.store.embeddings import summed_vector
 from app.store.graph import both_ways, current_row, listed_in, load_graph
+from app.store.groups import pair_confidences
 from app.store.knn import distances
 from app.store.local import load_local
 from app.store.scope import Scope
@@ -134,15 +137,21 @@ class Verifier:
     def scores(self) -> dict[int, float]:
         return verified_scores(self.q.points, self.inliers, self.counts)
 
+    def confidences(self, scores: dict[int, float]) -> dict[int, float]:
+        """The same-item confidence of each verified candidate (``scores``: ``self.scores()``)."""
+        return confidences(scores, {i: covered_share(self.q.points, self.inliers[i], EVIDENCE_CELL) for i in scores})
+
 
 def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope,
-                  shared: SharedWork | None = None) -> dict[int, float]:
-    """Verified neighbours of a query in its shortlist, with their scores (a match graph row)."""
+                  shared: SharedWork | None = None) -> tuple[dict[int, float], dict[int, float]]:
+    """Verified neighbours of a query in its shortlist, with their scores and same-item
+    confidences (a match graph row)."""
     verifier = Verifier(conn, method, query, shared)
     verifier.check([h.image_id for h in shortlist(conn, spec, method, query,
                                                   first_stage(conn, spec, method, query.vectors, SHORTLIST, scope),
                                                   scope)])
-    return verifier.scores()
+    scores = verifier.scores()
+    return scores, verifier.confidences(scores)
 
 
 def shortlist(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits: list[Hit],
@@ -173,14 +182,15 @@ def fuse(score: dict[int, float], known: dict[int, Hit]) -> dict[int, float]:
 
 
 def order(hits: list[Hit], score: dict[int, float], known: dict[int, Hit], inliers: dict[int, np.ndarray],
-          query_id: int | None, tail: list[Hit] | None = None) -> list[Hit]:
+          query_id: int | None, tail: list[Hit] | None = None, confidence: dict[int, float] | None = None) -> list[Hit]:
     """The query itself first (when stored), then verified by score, then the rest in the order
     of ``tail`` (default: the first stage's, ``hits``)."""
     def tagged(h: Hit) -> Hit:
         found = inliers.get(h.image_id)
-        return replace(h, inliers=None if found is None else len(found), score=score.get(h.image_id))
+        return replace(h, inliers=None if found is None else len(found), score=score.get(h.image_id),
+                       confidence=(confidence or {}).get(h.image_id))
 
-    itself = [h for h in hits if h.image_id == query_id]
+    itself = [replace(h, confidence=1.0) for h in hits if h.image_id == query_id]  # the item itself
     good = [tagged(known[i]) for i in sorted(score, key=lambda i: -score[i])]
     rest = [tagged(h) for h in (hits if tail is None else tail) if h.image_id not in score and h.image_id != query_id]
     return itself + good + rest
@@ -251,8 +261,21 @@ def rerank(conn: Connection, spec: ModelSpec, method: Method, query: Query, hits
             verifier.check([h.image_id for h in more])
             known.update({h.image_id: h for h in more})
             score = verifier.scores()
+    confidence = hit_confidences(conn, spec, method, query, verifier.confidences(verifier.scores()) if row is None
+                                 else {}, score)
     score = fuse(score, known)
     verifier.check([i for i in sorted(score, key=lambda i: -score[i])[:shown] if i in direct])  # for their inliers
     # the verified fill what is shown: their tail is not searched for
     tail = verified_tail(conn, spec, method, query, score, known, len(hits), scope) if 0 < len(score) < shown else None
-    return order(hits, score, known, verifier.inliers, query.image_id, tail)
+    return order(hits, score, known, verifier.inliers, query.image_id, tail, confidence)
+
+
+def hit_confidences(conn: Connection, spec: ModelSpec, method: Method, query: Query, confidence: dict[int, float],
+                    score: dict[int, float]) -> dict[int, float]:
+    """Each verified image's same-item confidence with the query: this verification's
+    (``confidence``) and, for a stored query, the match graph's stored edge at its better side.
+    An image reached only through the graph has none."""
+    if query.image_id is not None and score:
+        stored = pair_confidences(conn, spec.name, method.local.name, query.image_id, list(score))
+        confidence = better(confidence, stored)
+    return confidence

@@ -41,10 +41,11 @@ class Answer:
 
 def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD, engine: Engine | None = None,
             embedder=None, max_distance: float | None = None, collection: str = DEFAULT_COLLECTION,
-            label: str | None = None, under: str | None = None) -> Answer:
+            label: str | None = None, under: str | None = None, min_confidence: float | None = None) -> Answer:
     """The ``k`` stored images of ``collection`` nearest to ``query`` (an image id or a file
     path); only those with a file labelled ``label`` or below the folder ``under`` when given;
-    with ``max_distance``, only those within that cosine distance (the first stage's)."""
+    with ``max_distance``, only those within that cosine distance (the first stage's); with
+    ``min_confidence``, only the verified ones at least that confidently the query's item."""
     spec, meth = get_model(model), get_method(method)
     if k < 1:
         raise QueryError("k must be at least 1")
@@ -58,4 +59,8 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD, engine
         hits = rank(conn, spec, resolved, resolve_query(conn, query, spec, resolved, found.id, embedder), k, scope)
     if max_distance is not None:
         hits = [h for h in hits if h.distance <= max_distance]
+    if min_confidence is not None:
+        if not meth.local:
+            raise QueryError(f"--min-confidence needs a verifying method: {meth.name} does not verify")
+        hits = [h for h in hits if h.confidence is not None and h.confidence >= min_confidence]
     return Answer(hits, spec.name, meth.name, resolved.canonical, found.name)

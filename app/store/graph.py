@@ -8,18 +8,21 @@ from sqlalchemy import Connection, text
 from app.describe.registry import ModelSpec
 
 
-def write_graph(conn: Connection, model: str, kind: str, rows: Sequence[tuple[int, dict[int, float]]],
-                shortlist: str) -> None:
-    """(image_id, {neighbour: score}) rows computed from the nearest ``shortlist`` vectors (a
-    stored method), replacing earlier ones."""
+def write_graph(conn: Connection, model: str, kind: str,
+                rows: Sequence[tuple[int, dict[int, float], dict[int, float] | None]], shortlist: str) -> None:
+    """(image_id, {neighbour: score}, {neighbour: same-item confidence} or None) rows computed
+    from the nearest ``shortlist`` vectors (a stored method), replacing earlier ones."""
     if rows:
         conn.execute(
-            text("INSERT INTO match_graph (model, kind, image_id, neighbours, scores, shortlist) "
-                 "VALUES (:model, :kind, :image_id, :neighbours, :scores, :shortlist) "
+            text("INSERT INTO match_graph (model, kind, image_id, neighbours, scores, confidences, shortlist) "
+                 "VALUES (:model, :kind, :image_id, :neighbours, :scores, :confidences, :shortlist) "
                  "ON CONFLICT (model, kind, image_id) DO UPDATE SET neighbours = EXCLUDED.neighbours, "
-                 "scores = EXCLUDED.scores, shortlist = EXCLUDED.shortlist, built_at = now()"),
+                 "scores = EXCLUDED.scores, confidences = EXCLUDED.confidences, shortlist = EXCLUDED.shortlist, "
+                 "built_at = now()"),
             [{"model": model, "kind": kind, "image_id": int(i), "neighbours": [int(n) for n in row],
-              "scores": [float(s) for s in row.values()], "shortlist": shortlist} for i, row in sorted(rows)])
+              "scores": [float(s) for s in row.values()],
+              "confidences": None if sure is None else [float(sure[n]) for n in row],
+              "shortlist": shortlist} for i, row, sure in sorted(rows, key=lambda r: r[0])])
 
 
 def current_row(conn: Connection, model: str, kind: str, image_id: int, shortlist: str, collection: int,
@@ -72,7 +75,9 @@ def listed_in(conn: Connection, model: str, kind: str, ids: Sequence[int]) -> di
 
 
 def graph_ids(conn: Connection, model: str, kind: str) -> set[int]:
-    rows = conn.execute(text("SELECT image_id FROM match_graph WHERE model = :model AND kind = :kind"),
+    """The images with a current row (one built before confidences were stored is owed again)."""
+    rows = conn.execute(text("SELECT image_id FROM match_graph WHERE model = :model AND kind = :kind "
+                             "AND confidences IS NOT NULL"),
                         {"model": model, "kind": kind})
     return {r[0] for r in rows}
 

@@ -50,13 +50,14 @@ def graph_kinds(conn: Connection, model: str) -> list[tuple[int, str]]:
 
 
 def graph_owed(conn: Connection, spec: ModelSpec, kind: str, collection: int) -> int:
-    """The collection's images with vectors in the model's table and ``kind`` local features but no graph row."""
+    """The collection's images with vectors in the model's table and ``kind`` local features but no graph row
+    (or one built before confidences were stored)."""
     return conn.execute(text(
         f"SELECT count(*) FROM local_features f JOIN images i ON i.id = f.image_id "
         f"WHERE f.kind = :kind AND i.collection_id = :c "
         f"AND EXISTS (SELECT 1 FROM {spec.table} e WHERE e.image_id = f.image_id) "
         f"AND NOT EXISTS (SELECT 1 FROM match_graph g WHERE g.model = :model AND g.kind = :kind "
-        f"AND g.image_id = f.image_id)"), {"kind": kind, "model": spec.name, "c": collection}).scalar()
+        f"AND g.image_id = f.image_id AND g.confidences IS NOT NULL)"), {"kind": kind, "model": spec.name, "c": collection}).scalar()
 
 
 def turns_owed(conn: Connection, spec: ModelSpec) -> dict[tuple[int, str], list[int]]:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from sqlalchemy import Engine
 
 from app import api
+from app.collection.groups import MIN_CONFIDENCE, GroupingError
 from app.collection.whitening import WhiteningError
 from app.config import get_settings
 from app.describe.methods import DEFAULT_METHOD, UnknownMethod
@@ -53,7 +54,7 @@ def error(status: int, message: str) -> JSONResponse:
 # Errors of the layers below, as (status, message) for the client.
 CLIENT_ERRORS = [
     (NothingStored, 404), (QueryError, 400), (CollectionError, 404), (UnknownModel, 400), (UnknownMethod, 400),
-    (ImageError, 400), (WhiteningError, 409), (EvaluationError, 409), (LookupError, 404), (ingest_jobs.Forbidden, 403),
+    (ImageError, 400), (WhiteningError, 409), (GroupingError, 409), (EvaluationError, 409), (LookupError, 404), (ingest_jobs.Forbidden, 403),
     (ingest_jobs.Busy, 409), (FileNotFoundError, 404), (ValueError, 400),
 ]
 
@@ -144,11 +145,21 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
     def matches(image_id: int, other_id: int, method: str = DEFAULT_METHOD) -> dict:
         return store.matches(image_id, other_id, method)
 
-    @app.get("/api/duplicates")
-    def duplicates(collection: str = DEFAULT_COLLECTION, model: str | None = None, method: str = DEFAULT_METHOD,
-                   threshold: float = Query(0.1, ge=0, le=1)) -> dict:
-        return {"groups": api.duplicates(model, method, threshold, store.engine, collection),
+    @app.get("/api/groups")
+    def groups(collection: str = DEFAULT_COLLECTION, model: str | None = None,
+               min_confidence: float = Query(MIN_CONFIDENCE, ge=0, le=1)) -> dict:
+        """The photos of the same item, in groups (a person's decisions hold), and the exact copies."""
+        return {"groups": [g.as_dict() for g in api.groups(model, DEFAULT_METHOD, collection, min_confidence,
+                                                             store.engine)],
                 "exact": api.exact_copies(store.engine, collection)}
+
+    app.get("/api/duplicates", include_in_schema=False)(groups)  # the earlier name of the same answer
+
+    @app.post("/api/decisions")
+    def decisions(decision: views.Decision) -> dict:
+        """A person's word: ``image`` is (or is not) the same item as each of ``others``; without
+        ``image``, ``not-same`` says no two of ``others`` show one item (a whole group)."""
+        return {"pairs": store.decide(decision), "verdict": decision.verdict}
 
     @app.get("/api/compare")
     def compare(id: int = Query(ge=1), methods: str = Query(COMPARED, max_length=500),
@@ -200,13 +211,13 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
             "collections": api.collections(engine=store.engine), "jobs": list(jobs.jobs.values()),
             "failures": store.failures(None), "can_ingest": bool(settings.allowed_roots)})
 
-    @app.get("/duplicates", response_class=HTMLResponse)
-    def duplicates_page(request: Request, collection: str = DEFAULT_COLLECTION,
-                        threshold: float = Query(0.1, ge=0, le=1)):
-        groups = api.duplicates(None, DEFAULT_METHOD, threshold, store.engine, collection)
-        return templates.TemplateResponse(request, "duplicates.html", {
-            "groups": [[store.record(m["id"]) for m in g] for g in groups], "collection": collection,
-            "threshold": threshold, "collections": store.collection_names()})
+    @app.get("/groups", response_class=HTMLResponse)
+    @app.get("/duplicates", response_class=HTMLResponse, include_in_schema=False)
+    def groups_page(request: Request, collection: str = DEFAULT_COLLECTION,
+                    min_confidence: float = Query(MIN_CONFIDENCE, ge=0, le=1)):
+        return templates.TemplateResponse(request, "groups.html", {
+            "groups": api.groups(None, DEFAULT_METHOD, collection, min_confidence, store.engine),
+            "collection": collection, "min_confidence": min_confidence, "collections": store.collection_names()})
 
     return app
 

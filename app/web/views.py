@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from typing import Literal
+
 from PIL import Image
+from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from app import api
@@ -17,7 +20,7 @@ from app.describe.matching import Prepared
 from app.describe.methods import get_method
 from app.evaluation.metrics import average_precision, precision_at
 from app.files.images import ImageError, load_image
-from app.store.collections import collection_names, get_collection
+from app.store.collections import DEFAULT_COLLECTION, collection_names, get_collection
 from app.retrieval.hits import Hit
 from app.store import migrate
 from app.store.db import get_engine
@@ -26,12 +29,22 @@ from app.store.images import image_record, list_failures
 from app.store.local import load_local
 
 MAX_LINES = 400  # correspondences drawn in a match view
+VERDICTS = {"same": True, "not-same": False, "forget": None}
+
+
+class Decision(BaseModel):
+    """A person's word on pairs of one collection's images (``POST /api/decisions``)."""
+    collection: str = Field(DEFAULT_COLLECTION, max_length=200)
+    image: int | None = Field(None, ge=1)
+    others: list[int] = Field(min_length=1, max_length=1000)
+    verdict: Literal["same", "not-same", "forget"]
 
 
 def hit_json(h: Hit) -> dict:
     return {"id": h.image_id, "path": h.path, "paths": list(h.paths), "label": h.label,
             "distance": round(h.distance, 6), "inliers": h.inliers,
-            "score": None if h.score is None else round(h.score, 4), "verified": h.score is not None}
+            "score": None if h.score is None else round(h.score, 4), "verified": h.score is not None,
+            "confidence": None if h.confidence is None else round(h.confidence, 4)}
 
 
 def answer_json(answer) -> dict:
@@ -61,6 +74,14 @@ class Views:
         if found is None:
             raise NotFound(f"image {image_id} is not stored")
         return found
+
+    def decide(self, decision: Decision) -> int:
+        if decision.image is not None:
+            return api.decide(decision.image, decision.others, VERDICTS[decision.verdict], decision.collection,
+                              self.engine)
+        if decision.verdict != "not-same":
+            raise ValueError("without image, only not-same (a whole group) can be said")
+        return api.split_group(decision.others, decision.collection, self.engine)
 
     def collection_names(self) -> list[str]:
         with self.engine.connect() as conn:

@@ -23,6 +23,9 @@ function showHits(answer, queryId) {
     const cap = document.createElement("figcaption");
     cap.append(text("span", `distance ${hit.distance.toFixed(3)}`));
     if (hit.score !== null) cap.append(text("span", ` · score ${hit.score.toFixed(1)} · ${hit.inliers ?? 0} inliers ✔`, "mark"));
+    if (hit.confidence !== null && hit.confidence !== undefined) {
+      cap.append(" ", text("span", `${Math.round(hit.confidence * 100)}% same item`, "badge confidence"));
+    }
     cap.append(document.createElement("br"), text("span", hit.path, "path"));
     const more = text("a", "more like this", "more");
     more.href = "#";
@@ -148,6 +151,36 @@ function setUpIngest() {
   };
 }
 
+async function decide(collection, image, others, verdict) {
+  const body = JSON.stringify({ collection, image, others, verdict });
+  return answerOf(await fetch("/api/decisions", { method: "POST", body, headers: { "Content-Type": "application/json" } }));
+}
+
+function setUpGroups() {
+  const status = document.getElementById("decision-status");
+  for (const section of document.querySelectorAll("section.group")) {
+    const collection = section.dataset.collection;
+    const ids = section.dataset.ids.split(",").map(Number);
+    const act = async (image, others, verdict) => {
+      try {
+        const answer = await decide(collection, image, others, verdict);
+        status.textContent = `${verdict}: ${answer.pairs} pairs recorded; regrouping…`;
+        window.location.reload();
+      } catch (err) {
+        status.textContent = `error: ${err.message}`;
+      }
+    };
+    section.querySelector("button.split").onclick = () => act(null, ids, "not-same");
+    for (const member of section.querySelectorAll("figure.member")) {
+      const id = Number(member.dataset.id);
+      const others = ids.filter((o) => o !== id);
+      member.querySelector("button.same").onclick = () => act(id, others, "same");
+      member.querySelector("button.not-same").onclick = () => act(id, others, "not-same");
+    }
+  }
+}
+
 setUpSearch();
 setUpMatch();
 setUpIngest();
+setUpGroups();
