@@ -1,6 +1,7 @@
 """Retrieval quality of every offline backbone x method x protocol on ../shared/datasets.
 
 Writes docs/quality.md (and prints the table). Usage: scripts/bench_quality [--models a,b] [--methods m,n] [--datasets d,e]
+With --groups: the groups of the same item instead (scripts/bench_groups.py; writes docs/groups.md).
 """
 from __future__ import annotations
 
@@ -71,9 +72,16 @@ def main() -> None:
     parser.add_argument("--methods", default="global,gem,gem+w,gem+sift,verified")
     parser.add_argument("--datasets", default=",".join(DATASET_NAMES), help="comma-separated subset")
     parser.add_argument("--out", default=str(ROOT / "docs" / "quality.md"))
+    parser.add_argument("--groups", action="store_true", help="measure the groups of the same item (docs/groups.md)")
     args = parser.parse_args()
     migrate.upgrade()
     engine = get_engine()
+    if args.groups:
+        import bench_groups
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_groups.write(bench_groups.measure(engine, Path(tmp)), ROOT / "docs" / "groups.md")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         protos = protocols(Path(tmp), args.datasets.split(","))

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.collection.linkage import average_linkage
 from app.evaluation.grouping import group_scores
-from app.retrieval.confidence import confidence, confidences, covered_share
+from app.retrieval.confidence import covered_share, same_item_confidence
 from tests.helpers import LITE0, make_images
 from tests.test_cli import imgsim
 
@@ -49,17 +49,16 @@ def test_decisions_bind_the_grouping():
 
 def test_confidence_never_falls_with_more_evidence():
     scores = np.geomspace(0.5, 60, 40)
-    for best in (1.0, 10.0, 80.0):
-        for share in (0.0, 0.05, 0.3):
-            values = [confidence(s, max(best, s), share) for s in scores]
+    for share in (0.0, 0.05, 0.3):
+        for first_look in (True, False):
+            values = [same_item_confidence(s, share, first_look) for s in scores]
             assert all(b >= a for a, b in zip(values, values[1:]))
     for s in (1.0, 5.0, 20.0):
-        by_share = [confidence(s, 20.0, share) for share in np.linspace(0, 1, 21)]
+        by_share = [same_item_confidence(s, share) for share in np.linspace(0, 1, 21)]
         assert all(b >= a for a, b in zip(by_share, by_share[1:]))
-    assert 0.0 < confidence(3.0, 10.0, 0.05) < confidence(30.0, 30.0, 0.4) < 1.0
-    assert confidence(0.0, 10.0, 0.5) == 0.0
-    row = confidences({1: 10.0, 2: 2.0}, {1: 0.3, 2: 0.3})
-    assert row[1] > row[2]
+        assert same_item_confidence(s, 0.1, True) > same_item_confidence(s, 0.1, False)  # the looser second look
+    assert 0.0 < same_item_confidence(3.0, 0.02) < 0.5 < same_item_confidence(30.0, 0.3) < 1.0
+    assert same_item_confidence(0.0, 0.5) == 0.0
 
 
 def test_covered_share_counts_cells_of_the_keypoints_frame():

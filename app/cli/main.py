@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from app import api
 from app.cli import admin, boundary, groups, library
+from app.cli.groups import print_groups
 from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, EXIT_FAILURES, AddressOpt, BenchCollectionOpt,
                             CollectionOpt, EngineOpt, JsonOpt, MethodOpt, ModelOpt, OneModelOpt, QuietOpt, WorkersOpt,
                             distributor, err, fail, fail_with, method, one_spec, out, specs)
@@ -213,6 +214,9 @@ def demo(
              f"queries rank every photo of their own page first; mAP {by_method[m.name].summary.map:.3f}"
              for m in (baseline, best)]
     out.print(Columns(lines, equal=True, expand=True))
+    where = by_method[best.name].collection
+    found = api.groups(spec.name, best.name, where)
+    print_groups(found, f"{len(found)} groups of the photos of one item (imgsim groups --collection {where})")
 
 
 @app.callback()

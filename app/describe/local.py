@@ -80,11 +80,19 @@ def verify_candidates(q: Prepared, candidates: dict[int, Prepared],
     they are known already); where none has MIN_INLIERS, every one again at RETRY_RATIO. The
     candidates are verified in the process's verification threads (``in_threads``), each one
     apart from the others, so the result does not depend on how many there are."""
+    return verify_all(q, candidates, known)[0]
+
+
+def verify_all(q: Prepared, candidates: dict[int, Prepared],
+               known: Callable[[int, Prepared], tuple[np.ndarray, np.ndarray] | None] = lambda i, d: None,
+               ) -> tuple[dict[int, tuple[np.ndarray, float]], float]:
+    """``verify_candidates`` and the ratio its results were matched at (RATIO, or RETRY_RATIO
+    where none verified at RATIO: a second look, whose verifications say less)."""
     pairs = list(candidates.items())
     found = dict(zip(candidates, in_threads(lambda pair: verify(q, pair[1], known(*pair)), pairs)))
     if any(len(inliers) >= MIN_INLIERS for inliers, _ in found.values()):
-        return found
-    return dict(zip(candidates, in_threads(lambda pair: verify(q, pair[1], ratio=RETRY_RATIO), pairs)))
+        return found, RATIO
+    return dict(zip(candidates, in_threads(lambda pair: verify(q, pair[1], ratio=RETRY_RATIO), pairs))), RETRY_RATIO
 
 
 _T = TypeVar("_T")

@@ -31,12 +31,12 @@ from dataclasses import replace
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.local import BURST_RADIUS, MIN_INLIERS, verify_candidates
-from app.describe.matching import Prepared, matches_both_ways
+from app.describe.local import BURST_RADIUS, MIN_INLIERS, verify_all
+from app.describe.matching import RATIO, Prepared, matches_both_ways
 from app.describe.methods import SHORTLIST, Method
 from app.describe.registry import ModelSpec
 from app.describe.vectors import l2_normalize
-from app.retrieval.confidence import better, confidences, covered_share
+from app.retrieval.confidence import better, covered_share, same_item_confidence
 from app.retrieval.hits import Hit
 from app.retrieval.query import Query, stored_query
 from app.retrieval.shared import SharedWork
@@ -108,6 +108,7 @@ class Verifier:
         self.q = Prepared(query.local, method.local)
         self.inliers: dict[int, np.ndarray] = {}
         self.counts: dict[int, float] = {}  # what an inlier counts, where not 1 (an epipolar one)
+        self.second_look: set[int] = set()  # matched at the looser ratio, since none verified at RATIO
 
     def check(self, ids: list[int]) -> None:
         todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
@@ -116,10 +117,13 @@ class Verifier:
         kind = self.method.local.name
         found = self.shared.load(self.conn, kind, todo) if self.shared else load_local(self.conn, kind, todo)
         prepared = {image_id: Prepared(features, self.method.local) for image_id, features in found.items()}
-        for image_id, (inliers, count) in verify_candidates(self.q, prepared, self._matches).items():
+        found, ratio = verify_all(self.q, prepared, self._matches)
+        for image_id, (inliers, count) in found.items():
             self.inliers[image_id] = inliers
             if count != 1.0:
                 self.counts[image_id] = count
+            if ratio != RATIO:
+                self.second_look.add(image_id)
 
     def _matches(self, image_id: int, d: Prepared) -> tuple[np.ndarray, np.ndarray] | None:
         """The pair's tentative matches when the job has them (keeping the reverse ones for a
@@ -139,7 +143,8 @@ class Verifier:
 
     def confidences(self, scores: dict[int, float]) -> dict[int, float]:
         """The same-item confidence of each verified candidate (``scores``: ``self.scores()``)."""
-        return confidences(scores, {i: covered_share(self.q.points, self.inliers[i], EVIDENCE_CELL) for i in scores})
+        return {i: same_item_confidence(s, covered_share(self.q.points, self.inliers[i], EVIDENCE_CELL),
+                                        i not in self.second_look) for i, s in scores.items()}
 
 
 def direct_scores(conn: Connection, spec: ModelSpec, method: Method, query: Query, scope: Scope,

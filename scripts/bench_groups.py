@@ -1,0 +1,115 @@
+"""Groups of the same item, measured as a user gets them: each labelled set ingested by the
+default command (efficientnet-lite0, `verified`) into a fresh collection, then `imgsim groups`;
+pair precision, pair recall, B-cubed F1 and the number of groups against the labels.
+
+The sets: the calendar demo, the three of ../shared/datasets, edited copies of 30 Holidays
+photos (resized, recompressed, cropped, turned, grey, brightened, captioned), and two sets
+without a single true pair (one photo per Holidays scene; the 30 DVD photos taken on one
+textbook page), where every pair grouped is a false one.
+
+Run by `scripts/bench_quality --groups`; writes docs/groups.md.
+"""
+from __future__ import annotations
+
+import csv
+import platform
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def group_sets(tmp: Path) -> list[tuple[str, Path, Path]]:
+    """(name, folder, labels csv) of every set whose data is present."""
+    from app.evaluation.edits import make_edited_set
+    from app.evaluation.synth import make_calendar_set
+
+    sets = [("calendar", tmp / "calendar", make_calendar_set(tmp / "calendar"))]
+    for name in ("ukbench_mini", "smvs_dvd_dev", "holidays805"):
+        if (DATASETS / name).is_dir():
+            sets.append((name, DATASETS / name / "images", DATASETS / name / "groundtruth.csv"))
+    holidays = DATASETS / "holidays805"
+    if holidays.is_dir():
+        firsts = _first_of_each(holidays / "groundtruth.csv")
+        sources = [holidays / "images" / name for name in firsts[::8][:30]]
+        sets.append(("holidays edited copies", tmp / "edited", make_edited_set(sources, tmp / "edited")))
+        sets.append(("holidays, one photo a scene", *_subset(tmp / "one-a-scene", holidays, firsts)))
+    dvd = DATASETS / "smvs_dvd_dev"
+    if dvd.is_dir():
+        droid = sorted(p.name for p in (dvd / "images").glob("*_droid.jpg"))
+        sets.append(("dvd, one textbook page", *_subset(tmp / "one-page", dvd, droid)))
+    return sets
+
+
+def _first_of_each(labels: Path) -> list[str]:
+    seen, first = set(), []
+    for row in csv.DictReader(open(labels)):
+        if row["group"] not in seen:
+            seen.add(row["group"])
+            first.append(row["filename"])
+    return first
+
+
+def _subset(folder: Path, dataset: Path, names: list[str]) -> tuple[Path, Path]:
+    """Copies of ``names`` of a dataset, each labelled apart (no two show one item)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = {r["filename"]: r["group"] for r in csv.DictReader(open(dataset / "groundtruth.csv"))}
+    labels = folder.parent / f"{folder.name}.csv"
+    with open(labels, "w") as f:
+        f.write("filename,group\n")
+        for name in names:
+            shutil.copy(dataset / "images" / name, folder / name)
+            f.write(f"{name},{groups[name]}\n")
+    return folder, labels
+
+
+def measure(engine, tmp: Path, model: str = "efficientnet-lite0") -> list[dict]:
+    from app import api
+
+    rows = []
+    for name, folder, labels in group_sets(tmp):
+        collection = f"groups: {name}"
+        started = time.perf_counter()
+        report = api.ingest(folder, model, "verified", labels, engine=engine, collection=collection)
+        ingest_s = time.perf_counter() - started
+        started = time.perf_counter()
+        found = api.groups(model, "verified", collection, engine=engine)
+        group_s = time.perf_counter() - started
+        scores = api.group_scores(collection, model, "verified", engine=engine)
+        false_pairs = sum(len(g.members) * (len(g.members) - 1) // 2 for g in found) if not scores.true_groups else None
+        rows.append({"set": name, "images": report.found, **scores.as_dict(), "false_pairs": false_pairs,
+                     "ingest_s": ingest_s, "group_s": group_s})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def write(rows: list[dict], path: Path) -> None:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").is_file() else platform.processor()
+    lines = [
+        "# Groups of the same item (measured)",
+        "",
+        f"`scripts/bench_quality --groups` on {when}, commit {commit}, {cpu}. Each set ingested by the default "
+        "command into a fresh collection (efficientnet-lite0, `verified`), then `imgsim groups` (average linkage "
+        "at confidence 0.5). Pair precision: of the pairs put in one group, the share that show one item; pair "
+        "recall: of the pairs that show one item, the share put in one group. In the sets without a true pair, "
+        "every pair grouped is false.",
+        "",
+        "| set | images | pair precision | pair recall | B-cubed F1 | groups found / true | largest | false pairs "
+        "| grouping s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        false_pairs = "" if r["false_pairs"] is None else str(r["false_pairs"])
+        precision = "-" if r["false_pairs"] is not None else f"{r['pair_precision']:.3f}"
+        recall = "-" if r["false_pairs"] is not None else f"{r['pair_recall']:.3f}"
+        lines.append(f"| {r['set']} | {r['images']} | {precision} | {recall} | {r['bcubed_f1']:.3f} | "
+                     f"{r['groups']} / {r['true_groups']} | {r['largest']} | {false_pairs} | {r['group_s']:.2f} |")
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
