@@ -175,3 +175,25 @@ def test_duplicates_lists_exact_copies_and_the_groups(database, tmp_path):
     assert [sorted(m["path"].rsplit("/", 1)[-1] for m in g) for g in found["groups"]] == [["b-small.jpg", "b.png"]]
     keep = [m for g in found["groups"] for m in g if m["keep"]]
     assert [m["path"].rsplit("/", 1)[-1] for m in keep] == ["b.png"]  # the most pixels
+
+
+def test_rows_built_before_confidences_are_owed_and_computed_again(engine, lite0_embedders, calendar):
+    from sqlalchemy import text
+
+    from app import api
+    from app.collection.groups import GroupingError
+    from tests.helpers import ingest_lite0
+
+    folder, labels = calendar
+    ingest_lite0(engine, lite0_embedders, folder, labels, "verified")
+    api.build_graph(LITE0.name, engine=engine)
+    assert len(api.groups(LITE0.name, engine=engine)) == 2
+    with engine.begin() as conn:  # as a graph built before schema 0011 left them
+        conn.execute(text("UPDATE match_graph SET confidences = NULL"))
+    with pytest.raises(GroupingError, match="imgsim index graph"):
+        api.groups(LITE0.name, engine=engine)
+    owed = [f for f in api.check(engine=engine) if f["kind"] == "graph"]
+    assert owed and owed[0]["count"] == 18 and "confidences" in owed[0]["message"]
+    api.check(repair=True, engine=engine)
+    assert not [f for f in api.check(engine=engine) if f["kind"] == "graph"]
+    assert sorted(len(g.members) for g in api.groups(LITE0.name, engine=engine)) == [9, 9]

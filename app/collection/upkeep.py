@@ -97,7 +97,7 @@ def _table_findings(conn, spec: ModelSpec) -> list[Finding]:
         missing = health.graph_owed(conn, spec, kind, collection)
         if missing:
             found.append(Finding("graph", spec.name, f"gem+{kind}", missing,
-                                 f"{missing} images have no match-graph rows ({kind})",
+                                 f"{missing} images have no match-graph rows with same-item confidences ({kind})",
                                  collection=collection_by_id(conn, collection).name))
     return found
 
