@@ -92,18 +92,19 @@ def ingest(folder: Path | str, models: str | list[str] | None = None, method: st
            labels: Path | str | None = None, graph: bool = True, engine: Engine | None = None,
            on_failure: Callable[[Failure], None] | None = None, progress: Progress | None = None,
            graph_progress: Progress | None = None, collection: str = DEFAULT_COLLECTION, sync: bool = False,
-           rehash: bool = False, distributor=None) -> IngestReport:
+           rehash: bool = False, distributor=None, within: tuple[Path, ...] | None = None) -> IngestReport:
     """Record every image file under ``folder`` in ``collection`` (created if new), embed the
     contents not stored yet, and keep the collection's rows complete. ``sync`` also removes the
     collection's files below ``folder`` that are gone; ``rehash`` reads files whose size and
     modification time did not change; ``distributor`` (``api.distributor("ray")``) runs the
-    describing and match-graph work on a Ray cluster."""
+    describing and match-graph work on a Ray cluster; ``within``: only files that lie under
+    these folders once their links are resolved are read."""
     specs = resolve_models(models) if models else [_model(None)]
     meth = method if isinstance(method, Method) else get_method(method)
     rows = read_labels(Path(labels)) if labels else None
     engine = _ready(engine)
     ingestor = Ingestor(engine, _collection(engine, collection, create=True), specs, meth, graph=graph, rehash=rehash,
-                        distributor=distributor)
+                        distributor=distributor, within=within)
     return ingestor.run(Path(folder), rows, on_failure, progress, graph_progress, sync=sync)
 
 

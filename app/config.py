@@ -111,6 +111,8 @@ KNOBS: dict[str, Knob] = {
     "hnsw_ef_construction": Knob(("IMGSIM_HNSW_EF_CONSTRUCTION",), _number(int, 32, 1000), 128),
     "api_token": Knob(("IMGSIM_API_TOKEN",), str),
     "allowed_roots": Knob(("IMGSIM_ALLOWED_ROOTS",), lambda v: tuple(Path(p) for p in v.split(os.pathsep) if p), ()),
+    "allowed_hosts": Knob(("IMGSIM_ALLOWED_HOSTS",), lambda v: tuple(h.strip() for h in v.split(",") if h.strip())),
+    "decode_memory_mb": Knob(("IMGSIM_DECODE_MEMORY_MB",), _number(int, 64, 2**21), _quarter_of_memory_mb),
 }
 
 
@@ -137,6 +139,8 @@ class Settings:
     hnsw_ef_construction: int  # the candidate list of an HNSW build (a larger one: a better graph, slower)
     api_token: str | None  # what `imgsim serve` requires of every request (needed off localhost)
     allowed_roots: tuple[Path, ...]  # folders under which the server may ingest (none: it may not)
+    allowed_hosts: tuple[str, ...] | None  # Host headers the server answers (None: any, or loopback's on loopback)
+    decode_memory_mb: int  # what the server's decodes of uploads may take at once
 
     @property
     def pgdata(self) -> Path:

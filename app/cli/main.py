@@ -259,9 +259,13 @@ def serve(
     try:
         import uvicorn
 
+        from app.web.guards import LOOPBACK_HOSTS
         from app.web.server import create_app
     except ImportError:
         fail("imgsim serve needs the web extra: pip install 'imgsim[serve]'")
     if host not in LOOPBACK and not get_settings().api_token:
         fail(f"binding {host} exposes the photos: set IMGSIM_API_TOKEN (clients send Authorization: Bearer TOKEN)")
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+    hosts = get_settings().allowed_hosts
+    if host in LOOPBACK:  # a loopback server answers only to loopback names (no DNS rebinding)
+        hosts = (*LOOPBACK_HOSTS, *(hosts or ()))
+    uvicorn.run(create_app(allowed_hosts=hosts), host=host, port=port, log_level="warning")

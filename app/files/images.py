@@ -51,13 +51,27 @@ def find_images(root: Path) -> list[Candidate]:
     return found
 
 
-def read_bytes(path: Path, max_bytes: int) -> bytes:
+OUTSIDE = "a link to a file outside the allowed roots (IMGSIM_ALLOWED_ROOTS)"
+
+
+def inside(path: Path, within: tuple[Path, ...]) -> bool:
+    """Whether ``path``, its links resolved, lies under one of the (resolved) folders ``within``."""
+    real = Path(os.path.realpath(path))
+    return any(real.is_relative_to(root) for root in within)
+
+
+def read_bytes(path: Path, max_bytes: int, within: tuple[Path, ...] | None = None) -> bytes:
+    """The file's bytes (at most ``max_bytes``); with ``within``, only a file that lies under one
+    of those folders once its links are resolved, as opened (a link swapped in after a check
+    is caught: the open file itself is checked)."""
     try:
         size = path.stat().st_size
         if size == 0:
             raise ImageError("empty file (0 bytes)")
         if size <= max_bytes:
             with open(path, "rb") as f:
+                if within is not None and not inside(_opened(f, path), within):
+                    raise ImageError(OUTSIDE)
                 data = f.read(max_bytes + 1)  # bounded even if the file grows after stat()
             size = len(data)
         if size > max_bytes:
@@ -69,6 +83,12 @@ def read_bytes(path: Path, max_bytes: int) -> bytes:
         raise ImageError("is a directory") from None
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def _opened(f, path: Path) -> Path:
+    """The file an open descriptor reads (Linux names it under /proc), else ``path``."""
+    proc = Path(f"/proc/self/fd/{f.fileno()}")
+    return proc if proc.exists() else path
 
 
 def sha256(data: bytes) -> str:

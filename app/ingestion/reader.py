@@ -21,7 +21,8 @@ from app.config import Settings
 from app.describe.keypoints import LocalFeatures, extract
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
-from app.files.images import Candidate, ImageError, decode, find_images, photo_size, read_bytes, sha256
+from app.files.images import (OUTSIDE, Candidate, ImageError, decode, find_images, inside, photo_size, read_bytes,
+                              sha256)
 from app.files.paths import path_text
 from app.files.labels import LabelRow, label_for
 from app.ingestion.report import Failure, IngestReport
@@ -93,19 +94,25 @@ def stat_work(work: Work) -> Work:
     return work
 
 
-def hash_work(work: Work, max_bytes: int) -> Work:
-    if work.error or work.unchanged:
+def hash_work(work: Work, max_bytes: int, within: tuple[Path, ...] | None = None) -> Work:
+    if work.error:
+        return work
+    if within is not None and not inside(work.candidate.path, within):
+        work.error = OUTSIDE
+        return work
+    if work.unchanged:
         return work
     try:
-        work.sha = sha256(read_bytes(work.candidate.path, max_bytes))
+        work.sha = sha256(read_bytes(work.candidate.path, max_bytes, within))
     except ImageError as exc:
         work.error = str(exc)
     return work
 
 
-def decode_work(work: Work, method: Method, max_pixels: int, max_bytes: int) -> Decoded | Failure:
+def decode_work(work: Work, method: Method, max_pixels: int, max_bytes: int,
+                within: tuple[Path, ...] | None = None) -> Decoded | Failure:
     try:
-        data = read_bytes(work.candidate.path, max_bytes)
+        data = read_bytes(work.candidate.path, max_bytes, within)
         min_side = max([method.min_side(s) for s in work.models] or [1])
         image = decode(data, max_pixels, min_side=min_side, longest=method.longest_side())
         arrays = {spec.name: method.prepare(image, spec) for spec in work.models}
@@ -140,9 +147,12 @@ class Reader:
     """Files under a folder -> planned work -> batches of ``Decoded`` or ``Failure``."""
 
     def __init__(self, engine: Engine, collection: int, models: list[ModelSpec], method: Method,
-                 settings: Settings, pool: ThreadPoolExecutor, rehash: bool = False):
+                 settings: Settings, pool: ThreadPoolExecutor, rehash: bool = False,
+                 within: tuple[Path, ...] | None = None):
         self.engine, self.collection, self.models, self.method = engine, collection, models, method
         self.settings, self.pool, self.rehash = settings, pool, rehash
+        # every file read must lie under one of these folders, its links resolved (the server's jobs)
+        self.within = None if within is None else tuple(Path(root).resolve() for root in within)
 
     def scan(self, root: Path) -> list[Work]:
         """Every image file under ``root``, hashed unless known unchanged (unreadable ones carry
@@ -157,7 +167,7 @@ class Reader:
                 k = known.get(w.text)
                 if k is not None and (k.size, k.mtime_ns) == (w.size, w.mtime_ns):
                     w.sha, w.unchanged = k.sha, True
-        return list(self.pool.map(lambda w: hash_work(w, self.settings.max_file_bytes), works))
+        return list(self.pool.map(lambda w: hash_work(w, self.settings.max_file_bytes, self.within), works))
 
     def plan(self, works: list[Work], report: IngestReport) -> tuple[list[Work], list[Work]]:
         """Decide which files need which models (and local features): (to embed, the rest, whose
@@ -185,6 +195,6 @@ class Reader:
 
     def batches(self, todo: list[Work]) -> Iterator[list[Decoded | Failure]]:
         s = self.settings
-        decoded = bounded_map(self.pool, lambda w: decode_work(w, self.method, s.max_pixels, s.max_file_bytes),
-                              todo, ahead=2 * s.batch_size)
+        decoded = bounded_map(self.pool, lambda w: decode_work(w, self.method, s.max_pixels, s.max_file_bytes,
+                                                               self.within), todo, ahead=2 * s.batch_size)
         return batched(decoded, s.batch_size)

@@ -54,13 +54,15 @@ class Ingestor:
     the new images' match-graph rows (verifying methods only). ``embedders`` shares loaded
     backbones between runs; ``rehash`` reads files whose size and mtime are unchanged too;
     ``distributor`` (a ``RayDistributor``) places the describing and match-graph work on a
-    cluster instead of this process."""
+    cluster instead of this process; ``within``: every file read must lie under one of these
+    folders once its links are resolved (a file link out of them is a failure)."""
 
     def __init__(self, engine: Engine, collection: Collection, models: list[ModelSpec], method: Method,
                  embedders: dict[str, Embedder] | None = None, pretrained: bool = True, graph: bool = False,
-                 rehash: bool = False, distributor=None):
+                 rehash: bool = False, distributor=None, within: tuple[Path, ...] | None = None):
         self.engine, self.collection, self.models, self.method = engine, collection, models, method
         self.graph, self.rehash, self.pretrained, self.distributor = graph, rehash, pretrained, distributor
+        self.within = within  # the folders every file read must lie under, its links resolved
         self.settings = get_settings()
         self.embed = Embed(method, embedders, pretrained)
         self.writer = Writer(engine, collection, models, method)
@@ -77,7 +79,7 @@ class Ingestor:
             since = database_clock(conn)  # files seen by this run are stamped later than this
         with ThreadPoolExecutor(self.settings.decode_workers) as pool:
             reader = Reader(self.engine, self.collection.id, self.models, self.method, self.settings, pool,
-                            self.rehash)
+                            self.rehash, self.within)
             works = reader.scan(Path(root))
             report.found = len(works)
             todo, stored = reader.plan(works, report)

@@ -104,13 +104,18 @@ def stored_turned(conn: Connection, image_id: int, spec: ModelSpec, method: Meth
     return whiten_query(conn, collection, spec, method, turned)
 
 
+def is_id(text: str) -> bool:
+    """Whether ``text`` is an image id: ASCII digits only (``٥`` and ``５`` are file names)."""
+    return text.isascii() and text.isdigit()
+
+
 def resolve_query(conn: Connection, query, spec: ModelSpec, method: Method, collection: int,
                   embedder=None) -> Query:
     """An image id of the collection, a stored file or a new file -> the query's vectors (and
     local features)."""
     settings = get_settings()
     path = Path(str(query))
-    if isinstance(query, (int, np.integer)) or (str(query).isdigit() and not path.exists()):
+    if isinstance(query, (int, np.integer)) or (is_id(str(query)) and not path.exists()):
         if not image_in_collection(conn, collection, int(query)):
             raise QueryError(f"image id {query} is not stored in this collection")
         found = stored_query(conn, int(query), spec, method)

@@ -49,6 +49,8 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD, engine
     spec, meth = get_model(model), get_method(method)
     if k < 1:
         raise QueryError("k must be at least 1")
+    if min_confidence is not None and not meth.local:
+        raise QueryError(f"--min-confidence needs a verifying method: {meth.name} does not verify")
     with (engine or get_engine()).begin() as conn:
         found = get_collection(conn, collection)
         resolved = effective_method(conn, found.id, spec, meth)
@@ -57,10 +59,10 @@ def similar(query, model: str, k: int = 10, method: str = DEFAULT_METHOD, engine
         warn_if_unindexed(conn, spec, resolved)
         scope = Scope.of(found.id, label=label, under=under)
         hits = rank(conn, spec, resolved, resolve_query(conn, query, spec, resolved, found.id, embedder), k, scope)
+        get_collection(conn, collection)  # dropped while the search ran: an error, not hits without files
+    hits = [h for h in hits if h.path]  # an image whose last file was removed meanwhile is gone
     if max_distance is not None:
         hits = [h for h in hits if h.distance <= max_distance]
     if min_confidence is not None:
-        if not meth.local:
-            raise QueryError(f"--min-confidence needs a verifying method: {meth.name} does not verify")
         hits = [h for h in hits if h.confidence is not None and h.confidence >= min_confidence]
     return Answer(hits, spec.name, meth.name, resolved.canonical, found.name)

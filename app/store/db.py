@@ -24,9 +24,9 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 def _sqlalchemy_url(url: str) -> str:
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise DatabaseConfigError("DATABASE_URL is not a URL; it looks like "
-                                  "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is no number (an IPv6 host without brackets)
+        raise DatabaseConfigError("DATABASE_URL is not a URL; it looks like postgresql://USER:PASSWORD@HOST:PORT/"
+                                  "DATABASE (an IPv6 host in brackets: [::1])") from None
     if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername != "postgresql+psycopg":

@@ -49,7 +49,10 @@ def first_line(exc: BaseException) -> str:
 
 def _scrub(message: str, url: str | None) -> str:
     """Take the URL's password out of a message, should a driver ever quote it."""
-    password = urlsplit(url).password if url and "://" in url else None
+    try:
+        password = urlsplit(url).password if url and "://" in url else None
+    except ValueError:  # a URL that does not parse (a bad IPv6 host) has no password to find
+        password = None
     return message.replace(password, "***") if password else message
 
 

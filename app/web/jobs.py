@@ -4,6 +4,7 @@ ingested; a folder is checked after resolving links, so none leads outside them.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,10 @@ from sqlalchemy import Engine
 from app import api
 from app.describe.methods import DEFAULT_METHOD
 from app.store.collections import DEFAULT_COLLECTION, check_name
+from app.store.errors import describe
+from app.store.retry import with_retry
+
+log = logging.getLogger("imgsim")
 
 
 class Forbidden(PermissionError):
@@ -80,12 +85,18 @@ class Jobs:
         def verified(done: int, _total: int) -> None:
             job.verified = done
 
-        try:
-            report = api.ingest(job.folder, method=job.method, engine=engine, progress=embedded,
-                                graph_progress=verified, collection=job.collection)
+        try:  # a database that blinks is waited for (an ingest is idempotent: a rerun goes on)
+            report = with_retry(lambda: api.ingest(job.folder, method=job.method, engine=engine, progress=embedded,
+                                                   graph_progress=verified, collection=job.collection,
+                                                   within=self.roots))
             job.report, job.state = report.as_dict(), "done"
         except Exception as exc:  # reported to whoever polls; the server goes on
-            job.error, job.state = " ".join(f"{type(exc).__name__}: {exc}".split()), "failed"
+            fault = describe(exc)
+            if fault is not None:  # the detail (a socket path, host and port) goes to the log only
+                log.error("ingest job %d: %s", job.id, fault.message)
+            job.error = ("the database cannot be reached" if fault.unreachable else "a database error; see the "
+                         "server's log") if fault else " ".join(f"{type(exc).__name__}: {exc}".split())
+            job.state = "failed"
         job.finished = time.time()
 
     def get(self, job_id: int) -> Job:

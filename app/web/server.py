@@ -9,17 +9,17 @@ of the server's own, with the same byte and pixel limits as ingest. With a token
 from __future__ import annotations
 
 import logging
-import secrets
 import tempfile
 from pathlib import Path
 
 from fastapi import Body, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from app import api
 from app.collection.groups import MIN_CONFIDENCE, GroupingError
@@ -31,8 +31,11 @@ from app.evaluation.evaluate import EvaluationError
 from app.files.images import ImageError
 from app.retrieval.query import NothingStored, QueryError
 from app.store.collections import DEFAULT_COLLECTION, CollectionError
+from app.store.errors import DatabaseError, describe
+from app.web import guards
 from app.web import jobs as ingest_jobs
 from app.web import views
+from app.web.budget import Full, MemoryBudget, decode_cost
 from app.web.views import answer_json
 
 log = logging.getLogger("imgsim")
@@ -47,8 +50,7 @@ class ApiError(Exception):
         self.status = status
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+error = guards.error
 
 
 # Errors of the layers below, as (status, message) for the client.
@@ -59,12 +61,16 @@ CLIENT_ERRORS = [
 ]
 
 
-def create_app(engine: Engine | None = None, token: str | None = None) -> FastAPI:
+def create_app(engine: Engine | None = None, token: str | None = None,
+               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
     """The application; ``engine``: the database (default: the configured one); ``token``: what
-    every request must carry (default: IMGSIM_API_TOKEN; None: nothing)."""
+    every request must carry (default: IMGSIM_API_TOKEN; None: nothing); ``allowed_hosts``: the
+    Host headers it answers (default: IMGSIM_ALLOWED_HOSTS; None: any)."""
     settings = get_settings()
     token = token if token is not None else settings.api_token
-    app = FastAPI(title="imgsim", description="Image similarity search on PostgreSQL + pgvector")
+    app = FastAPI(title="imgsim", description="Image similarity search on PostgreSQL + pgvector",
+                  docs_url=None, redoc_url=None)  # their pages load scripts from a CDN: /docs is ours
+    decoding = MemoryBudget(settings.decode_memory_mb * 2**20)
     templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     store = views.Views(engine, settings)
@@ -86,31 +92,40 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
 
     def client_error(status: int):
         async def handler(_request: Request, exc: Exception):
+            if isinstance(exc, OSError) and exc.filename:  # never a server path in an answer
+                return error(status, "a file the server needed is not readable now")
             return error(status, exc)  # each says itself in one line (the KeyErrors of names too)
         return handler
 
     for kind, status in CLIENT_ERRORS:
         app.add_exception_handler(kind, client_error(status))
 
+    @app.exception_handler(Full)
+    async def _full(_request: Request, exc: Full):
+        return error(503, exc, {"Retry-After": "5"})
+
+    async def _database(_request: Request, exc: Exception):
+        fault = describe(exc)  # one line for the log; the client's has no host, port or socket path
+        log.error("database: %s", fault.message if fault else exc)
+        if fault is None or not fault.unreachable:
+            return error(500, "a database error; see the server's log")
+        return error(503, "the database cannot be reached; try again later", {"Retry-After": "5"})
+
+    for kind in (DBAPIError, DatabaseError):
+        app.add_exception_handler(kind, _database)
+
     @app.exception_handler(Exception)
     async def _internal(_request: Request, exc: Exception):
         log.error("internal error: %s: %s", type(exc).__name__, exc)
         return error(500, f"internal error ({type(exc).__name__}); see the server's log")
 
-    @app.middleware("http")
-    async def _token(request: Request, call_next):
-        if token and request.url.path not in ("/api/health",):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-                or request.cookies.get("imgsim_token", "") or request.query_params.get("token", "")
-            if not secrets.compare_digest(given.encode(), token.encode()):
-                return error(401, "a valid token is required (Authorization: Bearer TOKEN)")
-        response = await call_next(request)
-        if token and request.query_params.get("token") == token:  # a page opened with ?token= keeps it
-            response.set_cookie("imgsim_token", token, httponly=True, samesite="strict")
-        return response
+    guards.install(app, token, allowed_hosts if allowed_hosts is not None else settings.allowed_hosts)
 
     @app.get("/api/health")
-    def health() -> dict:
+    def health():
+        """``ok``, or 503 when the database cannot be reached."""
+        if not store.database_reachable():
+            return error(503, "the database cannot be reached")
         return {"status": "ok"}
 
     @app.get("/api/collections")
@@ -128,7 +143,7 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
     def search_upload(file: UploadFile = File(...), model: str | None = Form(None),
                       method: str = Form(DEFAULT_METHOD), collection: str = Form(DEFAULT_COLLECTION),
                       k: int = Form(10, ge=1, le=200), max_distance: float | None = Form(None, ge=0, le=2)) -> dict:
-        with upload(file, settings.max_file_bytes) as path:
+        with upload(file, settings.max_file_bytes) as path, decoding.reserve(decode_cost(path)):
             return answer_json(api.search(path, model, k, method, collection, max_distance=max_distance,
                                           engine=store.engine))
 
@@ -188,6 +203,11 @@ def create_app(engine: Engine | None = None, token: str | None = None) -> FastAP
     @app.get("/api/failures")
     def failures(collection: str | None = None) -> list[dict]:
         return store.failures(collection)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_page(request: Request):
+        """The endpoints, from the OpenAPI schema (served at /openapi.json), with nothing from a CDN."""
+        return templates.TemplateResponse(request, "api.html", {"schema": app.openapi()})
 
     @app.get("/", response_class=HTMLResponse)
     def search_page(request: Request):

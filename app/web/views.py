@@ -3,6 +3,8 @@ the verified correspondences between two images. Files are opened only at the pa
 database holds for an image id."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ from typing import Literal
 
 from PIL import Image
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from app import api
 from app.config import Settings
@@ -19,7 +21,7 @@ from app.describe.local import pair_inliers
 from app.describe.matching import Prepared
 from app.describe.methods import get_method
 from app.evaluation.metrics import average_precision, precision_at
-from app.files.images import ImageError, load_image
+from app.files.images import ImageError, decode, read_bytes, sha256
 from app.store.collections import DEFAULT_COLLECTION, collection_names, get_collection
 from app.retrieval.hits import Hit
 from app.store import migrate
@@ -83,6 +85,14 @@ class Views:
             raise ValueError("without image, only not-same (a whole group) can be said")
         return api.split_group(decision.others, decision.collection, self.engine)
 
+    def database_reachable(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # any fault of the connection: the health check says so, in one word
+            return False
+
     def collection_names(self) -> list[str]:
         with self.engine.connect() as conn:
             return collection_names(conn)
@@ -93,27 +103,33 @@ class Views:
             return [{**f, "failed_at": f["failed_at"].isoformat()} for f in list_failures(conn, where)]
 
     def thumbnail(self, image_id: int, size: int) -> Path:
-        """The image's thumbnail (longest side ``size``), made from its first readable file once."""
+        """The image's thumbnail (longest side ``size``), made once from the first of its files
+        that still holds its content (a file replaced since ingest, or a link turned elsewhere,
+        is never shown as this image, nor cached under its content hash)."""
         found = self.record(image_id)
         path = self.thumbnails / f"{found['sha256']}-{size}.jpg"
         if path.is_file():
             return path
-        image = self._first_readable(found, size)
+        image = self._first_holding(found, size)
         image.thumbnail((size, size), Image.LANCZOS)
         self.thumbnails.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{image_id}.part")
-        image.save(partial, "JPEG", quality=85)
-        partial.replace(path)  # whole or absent, whatever a concurrent request does
+        # each request writes its own file and renames it: whole or absent, whatever the others do
+        with tempfile.NamedTemporaryFile(dir=self.thumbnails, prefix=path.stem + ".", suffix=".part",
+                                         delete=False) as partial:
+            image.save(partial, "JPEG", quality=85)
+        os.replace(partial.name, path)
         return path
 
-    def _first_readable(self, found: dict, size: int) -> Image.Image:
+    def _first_holding(self, found: dict, size: int) -> Image.Image:
         for f in found["files"]:
             try:
-                return load_image(Path(f["path"]), self.settings.max_pixels, self.settings.max_file_bytes,
-                                  min_side=size, longest=size)
+                data = read_bytes(Path(f["path"]), self.settings.max_file_bytes)
+                if sha256(data) != found["sha256"]:
+                    continue  # other content at the stored path now
+                return decode(data, self.settings.max_pixels, min_side=size, longest=size)
             except (ImageError, OSError):
                 continue
-        raise NotFound(f"image {found['id']}: none of its files can be read now")
+        raise NotFound(f"image {found['id']}: none of its files holds its content now")
 
     def matches(self, image_id: int, other_id: int, method: str) -> dict:
         """The verified correspondences of two images, as lines between points given in [0, 1]
