@@ -215,7 +215,7 @@ def _chromium() -> str:
 
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.skip("no chromium: the browser test drives Debian's chromium (scripts/setup installs it with "
+        pytest.skip("no chromium: the browser test drives Debian's chromium (scripts/test installs it with "
                     "apt-get where it can)")
     return found
 
