@@ -11,9 +11,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+from app.files.raw import RAW_EXTENSIONS, NotRaw, RawFailure, decode_raw, raw_size
+
+# HEIC/HEIF (phones) through pillow-heif; AVIF is Pillow's own; camera RAW through app.files.raw
+HEIF_EXTENSIONS = {".heic", ".heif", ".hif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif",
+                    *HEIF_EXTENSIONS, *RAW_EXTENSIONS}
 # Our own pixel limit is checked from the header before decoding; Pillow's stays as a backstop.
 Image.MAX_IMAGE_PIXELS = None
+# the brands of an ISO media file (bytes 8-12) that are HEIF pictures
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_HEIF = {"ready": False}
+
+
+def _heif_where_needed(data: bytes) -> None:
+    """Pillow reads HEIF once pillow-heif registers itself: done when such a file comes (its
+    import is 50 ms a cold search need not pay)."""
+    if not _HEIF["ready"] and data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+        _HEIF["ready"] = True
 
 
 class ImageError(Exception):
@@ -101,6 +119,14 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None, longest: i
     ``min_side`` and ``longest`` let JPEG decoding downscale in the DCT domain while
     keeping the shorter side >= ``min_side`` and the longer side >= ``longest``.
     """
+    if _maybe_raw(data):
+        try:
+            return to_rgb(decode_raw(data, max_pixels))
+        except NotRaw:  # a TIFF that is not a camera's: Pillow's
+            pass
+        except RawFailure as exc:
+            raise ImageError(str(exc)) from None
+    _heif_where_needed(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -122,6 +148,12 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None, longest: i
         raise ImageError(f"corrupt or truncated image: {text}") from None
 
 
+def _maybe_raw(data: bytes) -> bool:
+    """Whether the bytes may be a camera RAW file: TIFF-like (DNG, CR2, NEF, ARW, PEF, SRW; ORF's
+    and RW2's own marks), Fujifilm's RAF, Canon's CR3."""
+    return data[:2] in (b"II", b"MM") or data[:8] == b"FUJIFILM" or data[4:12] == b"ftypcrx "
+
+
 # EXIF orientations 5-8 turn the picture a quarter: its width is the stored height.
 _QUARTER_TURNS = {5, 6, 7, 8}
 
@@ -129,6 +161,14 @@ _QUARTER_TURNS = {5, 6, 7, 8}
 def photo_size(data: bytes) -> tuple[int, int]:
     """The photo's full size as it is shown (EXIF orientation applied), read from its header,
     whatever size a reduced decode of it has."""
+    if _maybe_raw(data):
+        try:
+            return raw_size(data)
+        except NotRaw:
+            pass
+        except RawFailure as exc:
+            raise ImageError(str(exc)) from None
+    _heif_where_needed(data)
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
