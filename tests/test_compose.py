@@ -51,7 +51,9 @@ def test_web_service_points_database_url_at_the_db_service(monkeypatch):
 def test_web_service_serves_with_a_token_a_health_check_and_read_only_photos():
     web = _compose()["services"]["web"]
     assert web["command"][:3] == ["serve", "--host", "0.0.0.0"] and "127.0.0.1:8000:8000" in web["ports"]
-    assert web["environment"]["IMGSIM_API_TOKEN"].startswith("${IMGSIM_API_TOKEN:?")  # no token, no start
+    assert web["command"][-2:] == ["--watch", "/data/photos"]  # the mounted photos are followed
+    assert web["environment"]["IMGSIM_API_TOKEN"] == "${IMGSIM_API_TOKEN:-}"  # .env overrides; else one is made
+    assert any(v.endswith(":" + web["environment"]["IMGSIM_HOME"]) for v in web["volumes"])  # ... and kept
     assert "/api/health" in " ".join(web["healthcheck"]["test"])
     assert any(v.endswith(":/data/photos:ro") for v in web["volumes"])
     assert '".[serve]"' in (ROOT / "Dockerfile").read_text()

@@ -1,6 +1,8 @@
-"""Commands about what the library holds: ``collections`` (list, drop) and ``remove``."""
+"""Commands about what the library holds: ``collections`` (list, drop), ``remove``, ``watch``."""
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -8,9 +10,11 @@ import typer
 from rich.markup import escape
 
 from app import api
-from app.cli.common import DEFAULT_COLLECTION, CollectionOpt, JsonOpt, err, fail_with, out
-from app.cli.render import print_json, print_table
+from app.cli.common import (DEFAULT_COLLECTION, DEFAULT_METHOD, CollectionOpt, JsonOpt, MethodOpt, QuietOpt, err, fail,
+                            fail_with, method, out)
+from app.cli.render import print_failure, print_json, print_table
 from app.files.paths import one_line
+from app.ingestion.watch import Watch, follow
 from app.store.collections import CollectionError
 
 collections_app = typer.Typer(help="Collections: named sets of photos, searched apart.", invoke_without_command=True)
@@ -62,3 +66,39 @@ def remove(
         err.print(f"[yellow]not stored:[/yellow] {escape(one_line(given))}", highlight=False, soft_wrap=True)
     if result["unmatched"]:
         raise typer.Exit(1)
+
+
+def watch(
+    folder: Path,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    method_name: MethodOpt = DEFAULT_METHOD,
+    every: Annotated[float, typer.Option("--every", min=5.0, help="Seconds between full syncs, for mounts that "
+                                                                   "send no file events (network shares).")] = 300.0,
+    quiet: QuietOpt = False,
+):
+    """Ingest FOLDER as `ingest --sync` does, then follow it: new, changed, moved and deleted
+    photos are synced within seconds of the last change (a burst of files is one sync). Ctrl-C stops."""
+    if not folder.is_dir():
+        fail(f"{folder}: not a folder")
+    meth = method(method_name)
+    root = folder.resolve()
+    state = Watch(str(root), collection)
+
+    def sync(path: Path):
+        return api.ingest(path, None, meth, collection=collection, sync=True, on_failure=print_failure)
+
+    def show(done: Watch) -> None:
+        if quiet:
+            return
+        if done.error:
+            err.print(f"[red]sync failed:[/red] {escape(one_line(done.error))}", highlight=False, soft_wrap=True)
+            return
+        last = done.last
+        out.print(f"{time.strftime('%H:%M:%S')} {escape(one_line(collection))}: {last['found']} files, "
+                  f"{last['new']} new, {last['removed']} removed, {last['failed']} failed "
+                  f"({last['seconds']:.1f} s); watching {escape(one_line(str(root)))}", highlight=False)
+
+    try:
+        follow(root, sync, state, threading.Event(), every, on_sync=show)
+    except CollectionError as exc:
+        fail_with(exc)

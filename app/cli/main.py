@@ -41,6 +41,7 @@ app.add_typer(library.collections_app, name="collections")
 app.command()(admin.methods)
 app.command()(admin.failures)
 app.command()(library.remove)
+app.command()(library.watch)
 app.command()(groups.groups)
 app.command()(groups.decide)
 app.command()(groups.duplicates)
@@ -251,21 +252,40 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind (anything but localhost needs IMGSIM_API_TOKEN).")]
+    host: Annotated[str, typer.Option(help="Address to bind (anything but localhost needs a token: "
+                                           "IMGSIM_API_TOKEN, or one made and kept in IMGSIM_HOME).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    watch: Annotated[Optional[list[str]], typer.Option(
+        "--watch", help="DIR or DIR=COLLECTION: ingest the folder and follow it while serving (repeatable).")] = None,
 ):
-    """Run the HTTP API (OpenAPI at /docs) and the web pages: search, match view, duplicates."""
+    """Run the HTTP API (the endpoints at /docs) and the web pages: search, match view, groups."""
     try:
         import uvicorn
 
-        from app.web.guards import LOOPBACK_HOSTS
+        from app.web.guards import LOOPBACK_HOSTS, TOKEN_FILE, kept_token
         from app.web.server import create_app
     except ImportError:
         fail("imgsim serve needs the web extra: pip install 'imgsim[serve]'")
-    if host not in LOOPBACK and not get_settings().api_token:
-        fail(f"binding {host} exposes the photos: set IMGSIM_API_TOKEN (clients send Authorization: Bearer TOKEN)")
-    hosts = get_settings().allowed_hosts
+    settings = get_settings()
+    folders = [_watched(given) for given in watch or ()]
+    token = settings.api_token
+    if host not in LOOPBACK and not token:  # a token of its own, kept for the next start, shown once
+        token, made = kept_token(settings.home)
+        if made:
+            out.print(f"imgsim: open http://127.0.0.1:{port}/?token={token} (a token made for this server and kept "
+                      f"in {settings.home / TOKEN_FILE}; set IMGSIM_API_TOKEN to choose your own)", highlight=False,
+                      soft_wrap=True)
+    hosts = settings.allowed_hosts
     if host in LOOPBACK:  # a loopback server answers only to loopback names (no DNS rebinding)
         hosts = (*LOOPBACK_HOSTS, *(hosts or ()))
-    uvicorn.run(create_app(allowed_hosts=hosts), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(token=token or None, allowed_hosts=hosts, watch=folders), host=host, port=port,
+                log_level="warning")
+
+
+def _watched(given: str) -> tuple[Path, str]:
+    """``DIR`` or ``DIR=COLLECTION`` -> (folder, collection)."""
+    folder, _, collection = given.partition("=")
+    if not Path(folder).is_dir():
+        fail(f"--watch {given}: {folder} is not a folder")
+    return Path(folder), collection or DEFAULT_COLLECTION

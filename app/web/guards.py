@@ -13,8 +13,10 @@ every answer carries.
 """
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +31,27 @@ HEADERS = {
                                "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "Referrer-Policy": "no-referrer",
 }
+
+
+TOKEN_FILE = "api-token"
+
+
+def kept_token(home: Path) -> tuple[str, bool]:
+    """The token kept in ``home`` (made on the first start, readable by its owner only) and
+    whether this call made it: a server that must have a token and was given none."""
+    path = home / TOKEN_FILE
+    if not path.is_file():
+        home.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another start made it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(token + "\n")
+            return token, True
+    return path.read_text().strip(), False
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

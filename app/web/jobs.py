@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from app import api
 from app.describe.methods import DEFAULT_METHOD
+from app.ingestion.watch import Watch, follow
 from app.store.collections import DEFAULT_COLLECTION, check_name
 from app.store.errors import describe
 from app.store.retry import with_retry
@@ -103,3 +104,26 @@ class Jobs:
         if job_id not in self.jobs:
             raise LookupError(f"no ingest job {job_id}")
         return self.jobs[job_id]
+
+
+class Watchers:
+    """Folders the service follows (``imgsim serve --watch DIR[=COLLECTION]``), each on a thread of
+    its own from the service's start to its stop (``app.ingestion.watch``); every file read must
+    lie under the watched folder once its links are resolved."""
+
+    def __init__(self, engine_of, folders: list[tuple[Path, str]]):
+        self.engine_of, self.folders = engine_of, [(Path(f).resolve(), c) for f, c in folders]
+        self.watches = [Watch(str(f), c) for f, c in self.folders]
+        self.stopping = threading.Event()
+
+    def start(self) -> None:
+        for (root, collection), state in zip(self.folders, self.watches):
+            def sync(path: Path, root=root, collection=collection):
+                return with_retry(lambda: api.ingest(path, collection=collection, sync=True, engine=self.engine_of(),
+                                                     within=(root,)))
+
+            threading.Thread(target=follow, args=(root, sync, state, self.stopping), daemon=True,
+                             name=f"watch-{collection}").start()
+
+    def stop(self) -> None:
+        self.stopping.set()

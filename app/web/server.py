@@ -62,10 +62,11 @@ CLIENT_ERRORS = [
 
 
 def create_app(engine: Engine | None = None, token: str | None = None,
-               allowed_hosts: tuple[str, ...] | None = None) -> FastAPI:
+               allowed_hosts: tuple[str, ...] | None = None, watch: list[tuple[Path, str]] = ()) -> FastAPI:
     """The application; ``engine``: the database (default: the configured one); ``token``: what
     every request must carry (default: IMGSIM_API_TOKEN; None: nothing); ``allowed_hosts``: the
-    Host headers it answers (default: IMGSIM_ALLOWED_HOSTS; None: any)."""
+    Host headers it answers (default: IMGSIM_ALLOWED_HOSTS; None: any); ``watch``: (folder,
+    collection) pairs it follows while it runs."""
     settings = get_settings()
     token = token if token is not None else settings.api_token
     app = FastAPI(title="imgsim", description="Image similarity search on PostgreSQL + pgvector",
@@ -75,6 +76,9 @@ def create_app(engine: Engine | None = None, token: str | None = None,
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     store = views.Views(engine, settings)
     jobs = ingest_jobs.Jobs(lambda: store.engine, settings.allowed_roots)
+    watchers = ingest_jobs.Watchers(lambda: store.engine, list(watch))
+    app.router.add_event_handler("startup", watchers.start)
+    app.router.add_event_handler("shutdown", watchers.stop)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
@@ -196,6 +200,11 @@ def create_app(engine: Engine | None = None, token: str | None = None,
     def ingest_jobs_list() -> list[dict]:
         return [j.as_dict() for j in jobs.jobs.values()]
 
+    @app.get("/api/watches")
+    def watches() -> list[dict]:
+        """The folders the service follows: state, syncs, the last sync's counts."""
+        return [w.as_dict() for w in watchers.watches]
+
     @app.get("/api/ingest/{job_id}")
     def ingest_job(job_id: int) -> dict:
         return jobs.get(job_id).as_dict()
@@ -229,6 +238,7 @@ def create_app(engine: Engine | None = None, token: str | None = None,
     def collections_page(request: Request):
         return templates.TemplateResponse(request, "collections.html", {
             "collections": api.collections(engine=store.engine), "jobs": list(jobs.jobs.values()),
+            "watches": [w.as_dict() for w in watchers.watches],
             "failures": store.failures(None), "can_ingest": bool(settings.allowed_roots)})
 
     @app.get("/groups", response_class=HTMLResponse)
