@@ -164,8 +164,8 @@ def write(result: dict, argv: str) -> None:
         lines += [f"| {r['engine']} | {r.get('workers', '')} | {r['images']} | {r['seconds']} | {r['images_per_s']} | "
                   f"{r.get('vs_local', '')} | {r.get('graph_edges', '')} |" for r in result["verified"]]
     lines += ["", "What a run on one machine shows is the engine's overhead (moving work items and results "
-              "between processes, starting actors); a cluster adds machines. See the README's *Ingest on a Ray "
-              "cluster* for running one.", ""]
+              "between processes, starting actors); a cluster adds machines. See *Ingest on a Ray "
+              "cluster* in [large-collections.md](large-collections.md) for running one.", ""]
     (ROOT / "docs" / "ray.md").write_text("\n".join(lines))
 
 

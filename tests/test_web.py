@@ -250,7 +250,9 @@ def test_the_pages_in_a_real_browser(served, tmp_path):
             hits = page.locator("#results figure.hit")
             expect(hits.first).to_be_visible(timeout=60_000)
             assert hits.count() >= 9 and page.locator("#results figure.hit.verified").count() >= 9
-            page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+            # polled from here: the page's content security policy forbids the eval of wait_for_function
+            wait_for(lambda: page.evaluate("[...document.querySelectorAll('#results img')]"
+                                           ".every(i => i.complete && i.naturalWidth > 0)"), 60, "the thumbnails")
             page.screenshot(path=str(shots / "search.png"), full_page=True)
             hits.nth(1).locator("a.more").click()
             expect(page.locator("#results a.why").first).to_be_visible(timeout=60_000)
@@ -258,7 +260,8 @@ def test_the_pages_in_a_real_browser(served, tmp_path):
             expect(page.locator("#verdict")).to_contain_text("verified correspondences", timeout=60_000)
             inliers = int(page.locator("#verdict").inner_text().split()[0])
             assert inliers >= 10, page.locator("#verdict").inner_text()
-            page.wait_for_function(f"document.querySelectorAll('.match svg line').length == {min(inliers, 400)}")
+            wait_for(lambda: page.evaluate("document.querySelectorAll('.match svg line').length")
+                     == min(inliers, 400), 60, "the correspondence lines")
             page.screenshot(path=str(shots / "match.png"), full_page=True)
             page.goto(f"http://127.0.0.1:{port}/groups")
             expect(page.locator("h1")).to_contain_text("Photos of the same item")
