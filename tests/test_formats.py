@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import LITE0
+from tests.helpers import LITE0, pattern
 
 GREEN, RED = (10, 200, 10), (200, 30, 30)
 
@@ -120,7 +120,7 @@ def test_their_thumbnails_are_served(engine, library, tmp_path, monkeypatch):
     from app.config import get_settings
     from app.web.server import create_app
 
-    api.ingest(library, LITE0.name, "gem", engine=engine)
+    api.ingest(library, LITE0.name, "gem+sift", engine=engine)  # local features too: the match view
     monkeypatch.setenv("IMGSIM_HOME", str(tmp_path / "home"))
     get_settings.cache_clear()
     client = TestClient(create_app(engine))
@@ -132,4 +132,17 @@ def test_their_thumbnails_are_served(engine, library, tmp_path, monkeypatch):
         thumb = client.get(f"/api/images/{image_id}/thumbnail", params={"size": 120})
         assert thumb.status_code == 200, (name, thumb.text)
         assert Image.open(io.BytesIO(thumb.content)).size == (80, 120), name
+    # the match view of a phone's HEIC and a camera's DNG of one scene (shapes, which keep their keypoints)
+    scene, exif = pattern(3, (480, 320)), held_on_its_side()[1]
+    (tmp_path / "scene").mkdir()
+    scene.save(tmp_path / "scene" / "phone.heic", "HEIF", exif=exif)
+    write_dng(tmp_path / "scene" / "camera.dng", scene, preview=True)
+    api.ingest(tmp_path / "scene", LITE0.name, "gem+sift", engine=engine)
+    with engine.connect() as conn:
+        a, b = (conn.execute(text("SELECT image_id FROM files WHERE path LIKE :p"), {"p": f"%/scene/{n}"}).scalar()
+                for n in ("phone.heic", "camera.dng"))
+    pair = client.get(f"/api/images/{a}/matches/{b}", params={"method": "gem+sift"}).json()
+    assert pair["inliers"] >= 10 and all(0 <= v <= 1 for line in pair["lines"] for v in line)
+    (ax, ay, bx, by) = np.median(np.array(pair["lines"]), axis=0)  # the same place in each frame, as shown
+    assert abs(ax - bx) < 0.1 and abs(ay - by) < 0.1
     get_settings.cache_clear()
