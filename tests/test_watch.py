@@ -56,6 +56,16 @@ def test_watch_follows_a_folder(engine, tmp_path):
         wait_for(lambda: _paths_under(engine, "holiday") == {"t1.jpg", "t2.jpg"} and not _paths_under(engine, "trip"),
                  30, "the moved folder")
         assert time.monotonic() - started < 100
+        make_images(tmp_path / "slow", ["slow.jpg"], seed=30)  # a file still being copied is read when complete
+        data = (tmp_path / "slow" / "slow.jpg").read_bytes()
+        with open(photos / "slow.jpg", "wb") as copying:
+            for start in range(0, len(data), len(data) // 5 + 1):
+                copying.write(data[start:start + len(data) // 5 + 1])
+                copying.flush()
+                time.sleep(0.3)
+        wait_for(lambda: stored_hash(engine, "slow.jpg") is not None, 30, "the copied file")
+        assert not any("slow.jpg" in line for line in (tmp_path / "watch.log").read_text().splitlines()), \
+            "read while it was being copied"
         syncs = _syncs(tmp_path / "watch.log")
         source = tmp_path / "burst"
         make_images(source, [f"p{i:03}.jpg" for i in range(200)], seed=20)
