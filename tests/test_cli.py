@@ -172,3 +172,20 @@ def test_sync_remove_collections_and_filters_from_the_command_line(database, tmp
     unknown = imgsim("search", "1", "--method", "global", "--collection", "nope", check=False)
     assert unknown.returncode == 1 and unknown.stderr.strip() == \
         "error: no collection named 'nope' (collections: default)"
+
+
+def test_ctrl_c_during_an_ingest_says_interrupted(database, tmp_path):
+    """Typer turns Ctrl-C into exit 130 without a word: the boundary says it, as everywhere else."""
+    import signal
+
+    from tests.helpers import count, wait_for
+
+    make_images(tmp_path, [f"p{i:03}.jpg" for i in range(300)], seed=40)
+    job = subprocess.Popen([sys.executable, "-m", "app.cli", "ingest", tmp_path, "--model", MODEL, "-q"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: count(database, "SELECT count(*) FROM files") >= 16 or job.poll() is not None, 300,
+             "the first batch")  # the network is running: a fault point, not a guessed delay
+    assert job.poll() is None, "the ingest ended before it could be interrupted"
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr

@@ -58,6 +58,10 @@ def run(app) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130 and isinstance(getattr(exc.__context__, "__cause__", None), KeyboardInterrupt):
+            err.print("interrupted")  # Typer turns Ctrl-C into exit 130 without a word
+        raise
     except Exception as exc:
         if DEBUG["on"]:
             raise
