@@ -118,3 +118,15 @@ def test_an_unknown_engine_or_a_ray_option_without_ray_is_one_line(tmp_path):
         api.distributor("spark")
     with pytest.raises(EngineError, match="options of the ray engine"):
         api.distributor("local", workers=2)
+
+
+def test_an_ingest_on_ray_prints_nothing_of_rays_own_on_stderr(database, tmp_path):
+    """Ray's C++ core warned, on stderr, that its restartable actors might not restart: the actors
+    do not restart (a failed job is run again), and stderr stays the CLI's."""
+    import subprocess
+    import sys
+
+    make_images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
+    run = subprocess.run([sys.executable, "-m", "app.cli", "ingest", tmp_path, "--engine", "ray", "--workers", "1",
+                          "--method", "gem", "-q"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stderr == "", run.stderr

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -171,10 +172,15 @@ class RayDistributor:
         # bundle blocks until it is reached (two blocks of 15 for 16), and a task's rows come
         # back only when the task ends, so results would arrive in bursts.
         dataset = ray.data.from_items([{"work": pickle.dumps(w)} for w in todo], override_num_blocks=blocks)
-        described = dataset.map_batches(
-            describe_worker(self.environment, models, method, pretrained), batch_size=None,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(self.workers, blocks)),
-            num_cpus=self.cpus, num_gpus=self.gpus)
+        with warnings.catch_warnings():  # Ray 2.60 (pinned) takes max_restarts only as a deprecated remote arg
+            warnings.simplefilter("ignore", DeprecationWarning)
+            described = dataset.map_batches(
+                describe_worker(self.environment, models, method, pretrained), batch_size=None,
+                batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(self.workers, blocks)),
+                num_cpus=self.cpus, num_gpus=self.gpus,
+                # no restarts: an actor that died fails the job (a rerun goes on: ingest is idempotent),
+                # and Ray does not warn on stderr, in a C++ log line, that restarting it might not work
+                max_restarts=0)
         rows = (row["described"] for row in described.iter_rows())
         for chunk in batched(rows, size):
             yield regroup(chunk, report)
