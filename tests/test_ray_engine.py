@@ -130,3 +130,25 @@ def test_an_ingest_on_ray_prints_nothing_of_rays_own_on_stderr(database, tmp_pat
     run = subprocess.run([sys.executable, "-m", "app.cli", "ingest", tmp_path, "--engine", "ray", "--workers", "1",
                           "--method", "gem", "-q"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_a_killed_drivers_cluster_goes_with_it(tmp_path):
+    """Ray ends its raylet and GCS with a driver killed by SIGKILL; its agents lingered a minute or
+    two. The watchdog the driver starts ends every process of the cluster's session."""
+    import signal
+    import subprocess
+    import sys
+
+    from app.ingestion.raywatch import processes_of
+    from tests.helpers import wait_for
+
+    driver = subprocess.Popen([sys.executable, "-c", "import sys, time; from app.ingestion.distributed import start; "
+                               "import ray; start(cpus=1); "
+                               "print(ray._private.worker._global_node.get_session_dir_path(), flush=True); "
+                               "time.sleep(600)"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    session = driver.stdout.readline().strip()
+    assert session.startswith("/") and len(wait_for(lambda: len(processes_of(session)) >= 3 and processes_of(session),
+                                                   60, "the cluster's processes")) >= 3
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    wait_for(lambda: not processes_of(session), 30, "the cluster's processes to end")

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from threadpoolctl import threadpool_limits
 
 from app.collection.rows import BATCH, Row, graph_rows, slices
+from app.ingestion.raywatch import guard
 from app.config import get_settings, settings_environment
 from app.describe.methods import Method
 from app.describe.registry import ModelSpec
@@ -58,6 +59,9 @@ def start(address: str | None = None, cpus: int | None = None) -> None:
         return
     ray.init(address=address, num_cpus=None if address else cpus, include_dashboard=False,
              log_to_driver=False, logging_level=logging.ERROR)
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is not None and getattr(node, "head", False):  # a cluster of this process's own: it goes with it
+        guard(node.get_session_dir_path())
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # set when ray.data is imported: after it
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI shows its own progress
