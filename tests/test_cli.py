@@ -189,3 +189,17 @@ def test_ctrl_c_during_an_ingest_says_interrupted(database, tmp_path):
     job.send_signal(signal.SIGINT)
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
+
+
+def test_only_ascii_digits_are_ids_and_a_malformed_ipv6_url_is_one_line(database, tmp_path):
+    make_images(tmp_path, ["a.jpg", "b.jpg"])
+    imgsim("ingest", tmp_path, "--model", MODEL, "--method", "gem")
+    for text in ("٥", "５"):  # Arabic-Indic and full-width five: a file name, not image 5
+        run = imgsim("search", text, "--method", "gem", check=False)
+        assert run.returncode == 1 and "no such file and not an image id" in run.stderr, run.stderr
+    assert imgsim("search", "1", "--method", "gem", "--json").returncode == 0
+    env_url = {**os.environ, "DATABASE_URL": "postgresql://u@[::1:5432/db"}
+    bad = subprocess.run([sys.executable, "-m", "app.cli", "collections"], capture_output=True, text=True,
+                         env=env_url, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "DATABASE_URL is not a URL" in bad.stderr
+    assert "internal error" not in bad.stderr
