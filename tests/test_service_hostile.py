@@ -195,7 +195,7 @@ def _memory_kb(pid: int, field: str) -> int:
     raise AssertionError(field)
 
 
-def test_the_database_down_and_back_under_the_service(tmp_path, monkeypatch):
+def test_the_database_down_and_back_under_the_service(tmp_path, monkeypatch, caplog):
     """A server of its own: stopped, the service answers 503 in one line and its health says so;
     started again, it answers again."""
     from app.store import migrate
@@ -219,9 +219,31 @@ def test_the_database_down_and_back_under_the_service(tmp_path, monkeypatch):
         assert embedded_uri(pgdata) == uri
         wait_for(lambda: client.get("/api/health").status_code == 200, 60, "the service to see the database")
         assert client.get("/api/collections").status_code == 200
+
+        # an ingest job started while the database is down waits for it, then does its work
+        from app.config import get_settings
+
+        make_images(tmp_path / "root" / "photos", ["a.jpg", "b.jpg"])
+        monkeypatch.setenv("IMGSIM_ALLOWED_ROOTS", str(tmp_path / "root"))
+        monkeypatch.setenv("IMGSIM_RETRY_SECONDS", "60")
+        get_settings.cache_clear()
+        client = TestClient(create_app(engine_for(uri)))
+        stop_embedded(pgdata)
+        started = client.post("/api/ingest", json={"folder": str(tmp_path / "root" / "photos"), "method": "gem"})
+        assert started.status_code == 202
+        caplog.set_level("WARNING", logger="imgsim")
+        wait_for(lambda: "retrying" in caplog.text, 60, "the job to wait for the database")  # a fault point
+        assert embedded_uri(pgdata) == uri
+        job = started.json()["id"]
+        done = wait_for(lambda: (j := client.get(f"/api/ingest/{job}").json())["state"] != "running" and j, 120,
+                        "the job")
+        assert done["state"] == "done" and done["report"]["new"] == 2, done
     finally:
         stop_embedded(pgdata)
         shutil.rmtree(pgdata, ignore_errors=True)
+        from app.config import get_settings
+
+        get_settings.cache_clear()
 
 
 def test_a_fuzz_of_the_api_gets_no_5xx_and_no_traceback(engine):
