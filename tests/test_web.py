@@ -4,8 +4,6 @@ correspondences, duplicates, and every kind of bad request answered as a 4xx JSO
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
