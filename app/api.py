@@ -184,11 +184,16 @@ def compare(folder: Path | str, labels: Path | str, models: str | list[str] = "a
 
 
 def duplicates(model: str | None = None, method: str = DEFAULT_METHOD, threshold: float = 0.1,
-               engine: Engine | None = None, collection: str = DEFAULT_COLLECTION) -> list[list[dict]]:
-    """Groups of near-duplicate images of ``collection`` (``{id, path, paths, label}`` each), largest first."""
+               engine: Engine | None = None, collection: str = DEFAULT_COLLECTION,
+               min_confidence: float = grouping.MIN_CONFIDENCE) -> list[list[dict]]:
+    """Groups of the photos of one item of ``collection``, largest first, each photo a dict
+    (``id``, ``path``, ``paths``, ``label``, ...): with a verifying method, ``groups``; with
+    another, the images within cosine distance ``threshold`` of each other."""
+    meth = get_method(method)
+    if meth.local:
+        return [[m.as_dict() for m in g.members] for g in groups(model, method, collection, min_confidence, engine)]
     engine = _ready(engine)
-    return dup.find_duplicates(engine, _collection(engine, collection).id, _model(model), get_method(method),
-                               threshold)
+    return dup.find_duplicates(engine, _collection(engine, collection).id, _model(model), meth, threshold)
 
 
 def groups(model: str | None = None, method: str = DEFAULT_METHOD, collection: str = DEFAULT_COLLECTION,

@@ -175,6 +175,9 @@ def test_duplicates_lists_exact_copies_and_the_groups(database, tmp_path):
     assert [sorted(m["path"].rsplit("/", 1)[-1] for m in g) for g in found["groups"]] == [["b-small.jpg", "b.png"]]
     keep = [m for g in found["groups"] for m in g if m["keep"]]
     assert [m["path"].rsplit("/", 1)[-1] for m in keep] == ["b.png"]  # the most pixels
+    from app import api
+
+    assert api.duplicates(LITE0.name) == found["groups"]  # the Python API gives what the command prints
 
 
 def test_rows_built_before_confidences_are_owed_and_computed_again(engine, lite0_embedders, calendar):

@@ -118,7 +118,7 @@ def duplicates(
             else api.duplicates(spec.name, meth.name, threshold, collection=collection)
     except GROUP_ERRORS as exc:
         fail_with(exc)
-    if as_json:
+    if as_json:  # each group a list of its photos, as api.duplicates gives them
         return print_json({"collection": collection, "exact_copies": copies,
                            "groups": [g.as_dict()["members"] if isinstance(g, Group) else g for g in found]})
     print_table(["copy", "id", "label"], [[str(n), str(item["id"]), one_line(item["label"] or ""), one_line(item["path"])]
