@@ -56,10 +56,6 @@ class Group:
     number: int
     members: list[Member]
 
-    @property
-    def exact_copies(self) -> list[Member]:
-        return [m for m in self.members if len(m.paths) > 1]
-
     def as_dict(self) -> dict:
         return {"group": self.number, "size": len(self.members), "members": [m.as_dict() for m in self.members]}
 
@@ -73,11 +69,9 @@ def find_groups(engine: Engine, collection: Collection, model: str, kind: str,
         if not edges and rows_without_confidences(conn, model, kind, collection.id):
             raise GroupingError(f"the match graph of {model}/{kind} in {collection.name} was built before "
                                 f"confidences were stored: run `imgsim index graph --collection {collection.name}`")
-    confidence = {**edges, **{p: 1.0 if same else 0.0 for p, same in said.items()}}
-    found = average_linkage(
-        {i for p in confidence for i in p}, confidence, min_confidence,
-        same=[p for p, same in said.items() if same], apart=[p for p, same in said.items() if not same],
-        unknown=UNKNOWN)
+    found = average_linkage((), edges, min_confidence, same=[p for p, same in said.items() if same],
+                            apart=[p for p, same in said.items() if not same], unknown=UNKNOWN)
+    confidence = {**edges, **{p: 1.0 if same else 0.0 for p, same in said.items()}}  # as the linkage read them
     with engine.begin() as conn:
         info = members(conn, [i for g in found for i in g])
         found = [[i for i in g if i in info] for g in found]  # an image deleted meanwhile drops out
