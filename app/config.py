@@ -82,6 +82,14 @@ def _number(kind: type, low: float, high: float | None = None) -> Callable[[str]
     return parse
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.strip().lower() not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value.strip().lower()
+    return parse
+
+
 @dataclass(frozen=True)
 class Knob:
     names: tuple[str, ...]  # environment variables, first found wins
@@ -103,6 +111,7 @@ KNOBS: dict[str, Knob] = {
     "decode_workers": Knob(("IMGSIM_DECODE_WORKERS",), _number(int, 1, 64), 2),
     "backend": Knob(("IMGSIM_BACKEND",), str, "auto"),
     "inference_threads": Knob(("IMGSIM_INFERENCE_THREADS",), _number(int, 0, 1024), 0),
+    "inference_precision": Knob(("IMGSIM_INFERENCE_PRECISION",), _choice("auto", "f32", "bf16"), "auto"),
     "index_memory_mb": Knob(("IMGSIM_INDEX_MEMORY_MB",), _number(int, 64, 2**21), _half_of_memory_mb),
     "db_memory_mb": Knob(("IMGSIM_DB_MEMORY_MB",), _number(int, 16, 2**21), _quarter_of_memory_mb),
     "index_workers": Knob(("IMGSIM_INDEX_WORKERS",), _number(int, 0, 64), _workers_beside_leader),
@@ -131,6 +140,7 @@ class Settings:
     decode_workers: int
     backend: str
     inference_threads: int  # threads of one network (0: the backend's choice, every core)
+    inference_precision: str  # OpenVINO's arithmetic: auto (bf16 where the CPU has it and it checks out), f32, bf16
     index_memory_mb: int  # the most an HNSW build may use (maintenance_work_mem)
     db_memory_mb: int  # the embedded server's shared_buffers
     index_workers: int  # parallel maintenance workers beside the building session

@@ -3,6 +3,9 @@ pipeline's parts, and the cold start of a search; prints one JSON object and wri
 docs/performance.md. Every ratio is measured in this one run, on this machine.
 
 Usage: scripts/bench_speed [--models a,b] [--backends tensorflow,openvino] [--skip-ingest] [--skip-verified]
+                          [--against REV [--rounds N]]
+--against REV: the default verified ingest of the DVD photos on this tree and on commit REV, run
+alternately (``speed_against``); with it, only that is measured.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from machine import cpu_name, kept_section  # noqa: E402
+from machine import cpu_name, kept_section, write_section  # noqa: E402
+from speed_against import measure_against  # noqa: E402
 
 from app.collection.rows import BATCH as ROWS_BATCH  # noqa: E402
 from app.config import get_settings  # noqa: E402
@@ -144,8 +148,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-verified", action="store_true")
+    parser.add_argument("--against", metavar="REV", help="time the verified ingest against commit REV, alone")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = parser.parse_args()
+    if args.against:
+        against(args)
+        return
     backends = args.backends.split(",")
     result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU", "peak_gflops_fp32": round(peak_gflops(), 1),
               "bare": [], "ingest": [], "cold_search": []}
@@ -180,10 +189,39 @@ def main() -> None:
     write(result, Path(args.out), " ".join(sys.argv[1:]))
 
 
+def against(args) -> None:
+    """``--against REV``: print the JSON and keep it as its own section of docs/performance.md."""
+    dvd = DATASETS / "smvs_dvd_dev" / "images"
+    if not dvd.is_dir():
+        sys.exit(f"{dvd} is absent: nothing to measure")
+    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", **measure_against(args.against, dvd, args.rounds)}
+    print(json.dumps(result, indent=2))
+    path = Path(args.out)
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    rev, ours = result["rev"], result["images_per_s"]["this tree"]
+    body = "\n".join([
+        f"## The verified ingest against {rev}", "",
+        f"`scripts/bench_speed --against {args.against} --rounds {args.rounds}` on {when}, commit {head()}; "
+        f"{result['machine']}. `imgsim ingest` of the {result['images']} DVD photos (default method, match-graph rows "
+        "included, start-up included), each tree in its own process and embedded server, a new collection each "
+        "round, the two trees alternately.", "",
+        "| tree | seconds per round | images/s (median) |", "|---|---|---|",
+        f"| {rev} | {result['seconds'][rev]} | {result['images_per_s'][rev]} |",
+        f"| this tree | {result['seconds']['this tree']} | {ours} |", "",
+        f"**{result['ratio']}x** the images per second of {rev}."])
+    write_section(path, AGAINST, body)
+
+
+AGAINST = "bench_speed --against"
+
+
+def head() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def write(result: dict, path: Path, argv: str) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = head()
     tf = {r["model"]: r["images_per_s"] for r in result["bare"] if r["backend"] == "tensorflow"}
     lines = ["# Speed (measured)", "",
              f"`scripts/bench_speed {argv}`".replace(" `", "`") + f" on {when}, commit {commit}; {result['machine']}; "
@@ -217,6 +255,8 @@ def write(result: dict, path: Path, argv: str) -> None:
                   "end to end."]
     lines += ["", SEE_ALSO]
     kept = kept_section(path, "bench_serve")  # the section scripts/bench_serve writes here stays
+    lines += ["", kept] if kept else []
+    kept = kept_section(path, AGAINST)  # and the one --against writes
     lines += ["", kept] if kept else []
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -31,6 +31,7 @@ def test_defaults_and_values_from_the_environment(tmp_path):
     ("IMGSIM_BATCH_SIZE", "2.5", "IMGSIM_BATCH_SIZE='2.5': expected an integer from 1 to 1024"),
     ("IMGSIM_RETRY_SECONDS", "-1", "IMGSIM_RETRY_SECONDS='-1': expected a number from 0 to 3600"),
     ("IMGSIM_MAX_PIXELS", "many", "IMGSIM_MAX_PIXELS='many': expected an integer of at least 1"),
+    ("IMGSIM_INFERENCE_PRECISION", "fp8", "IMGSIM_INFERENCE_PRECISION='fp8': expected one of auto, f32, bf16"),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable(name, value, expected):
     with pytest.raises(SettingsError) as caught:

@@ -2,8 +2,8 @@
 feature map.
 
 TensorFlow/Keras is the reference (the models are defined and their weights ported there).
-OpenVINO runs the same network converted from the Keras model's ``tf.function`` once, in fp32,
-and cached next to the weights under a name that holds the model and its weights' sha256; a
+OpenVINO runs the same network converted from the Keras model's ``tf.function`` once (in fp32, or
+in bf16 where the CPU has it and a check holds: ``app.describe.precision``), and cached next to the weights under a name that holds the model and its weights' sha256; a
 later run reads the cached network and never imports TensorFlow. ``auto`` picks OpenVINO when it
 is installed. Models with random weights (tests) are converted in memory and not cached.
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from app.config import get_settings
+from app.describe.precision import agreement, asked_precision, checked_precision, probe_images
+from app.describe.preprocess import preprocess
 from app.describe.registry import ModelSpec
 from app.describe.weights import keras_weights_path, port_checkpoint_path, ported_weights_path, weights_dir
 
@@ -93,12 +95,13 @@ def openvino_runtime():
 
 
 class OpenVINONet:
-    """The network converted to OpenVINO (fp32), read from the cache when it is there."""
+    """The network converted to OpenVINO, read from the cache when it is there; run in
+    ``self.precision`` (``app.describe.precision``)."""
 
     def __init__(self, spec: ModelSpec, pretrained: bool = True):
         ov = openvino_runtime()
 
-        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        config = {}
         if get_settings().inference_threads:  # a worker that shares the machine with others:
             config["INFERENCE_NUM_THREADS"] = get_settings().inference_threads
             config["ENABLE_CPU_PINNING"] = False  # pinned, every such worker would take the same first cores
@@ -114,7 +117,9 @@ class OpenVINONet:
             path = converted_path(spec) if pretrained else None  # the build fetched or ported the weights
             if path is not None:
                 save_atomically(source, path)
-        self.compiled = ov.Core().compile_model(source, "CPU", config)
+        core = ov.Core()
+        self.precision = _precision(core, spec, source, config, pretrained)
+        self.compiled = core.compile_model(source, "CPU", {**config, "INFERENCE_PRECISION_HINT": self.precision})
         self.requests = threading.local()  # an infer request runs one batch at a time: one per thread
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -122,6 +127,28 @@ class OpenVINONet:
         if request is None:
             request = self.requests.request = self.compiled.create_infer_request()
         return request.infer(np.ascontiguousarray(batch, np.float32))[0].copy()
+
+
+def _precision(core, spec: ModelSpec, source, config: dict, pretrained: bool) -> str:
+    """The asked precision; under ``auto``, bf16 for a pretrained network where the CPU has it
+    and it agrees with fp32 on the probe images (checked once, kept beside the network)."""
+    asked = asked_precision()
+    if asked != "auto":
+        return asked
+    if not pretrained:
+        return "f32"
+
+    def check() -> float:
+        images = preprocess(spec.preprocess, probe_images())
+        nets = [core.compile_model(source, "CPU", {**config, "INFERENCE_PRECISION_HINT": p}) for p in ("f32", "bf16")]
+        return agreement(*(_runner(net) for net in nets), images)
+
+    path = converted_path(spec)
+    return checked_precision(core, path.parent if path is not None else None, check)
+
+
+def _runner(compiled):
+    return lambda batch: compiled.create_infer_request().infer(np.ascontiguousarray(batch, np.float32))[0]
 
 
 NETS = {"tensorflow": TensorFlowNet, "openvino": OpenVINONet}
