@@ -34,6 +34,9 @@ class Mutation:
 
 
 MUTATIONS = [
+    Mutation("RANSAC draws the samples a verifying model needs (always the most)", "app/describe/local.py",
+             "    if share >= 1.0:\n        return most", "    if True:\n        return most",
+             ("tests/test_shortcuts.py::test_ransac_draws_the_samples_a_verifying_model_needs",)),
     Mutation("a candidate is verified from 10 inliers (-> 3)", "app/describe/local.py",
              "MIN_INLIERS = 10", "MIN_INLIERS = 3", ("tests/test_retrieval_rerank.py",)),
     Mutation("EXIF orientation is applied (ignored)", "app/files/images.py",
