@@ -90,3 +90,17 @@ def ray_cluster():
     start(cpus=2)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def precision(monkeypatch):
+    """Set IMGSIM_INFERENCE_PRECISION for one test."""
+    from app.config import get_settings
+
+    def use(value: str) -> None:
+        monkeypatch.setenv("IMGSIM_INFERENCE_PRECISION", value)
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.undo()
+    get_settings.cache_clear()

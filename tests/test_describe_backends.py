@@ -37,20 +37,6 @@ def _describe(embedder, method, spec, paths):
     return np.concatenate(embedder.describe(prepared))
 
 
-@pytest.fixture
-def precision(monkeypatch):
-    """Set IMGSIM_INFERENCE_PRECISION for one test."""
-    from app.config import get_settings
-
-    def use(value: str) -> None:
-        monkeypatch.setenv("IMGSIM_INFERENCE_PRECISION", value)
-        get_settings.cache_clear()
-
-    yield use
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
 @pytest.mark.parametrize("model", ["efficientnet-lite0", "mobilenetv2-tv"])
 @pytest.mark.parametrize("method_name", ["global", "gem", "rmac"])
 def test_openvino_matches_tensorflow_per_image_in_fp32(photos, model, method_name, precision):

@@ -13,7 +13,7 @@ from app.describe.embedder import Embedder
 from app.describe.methods import get_method
 from app.describe.precision import MIN_COSINE, agreement, checked_precision, cpu_has_bf16, probe_images
 from app.describe.registry import get_model
-from tests.test_describe_backends import PHOTOS, _describe, precision  # noqa: F401 (fixtures)
+from tests.test_describe_backends import PHOTOS, _describe
 
 ov = pytest.importorskip("openvino")
 
@@ -72,7 +72,7 @@ def test_a_passed_check_takes_bf16_and_is_kept(tmp_path):
 
 
 @needs_bf16
-def test_auto_runs_bf16_and_holds_the_photos_vectors(tmp_path_factory, precision):  # noqa: F811
+def test_auto_runs_bf16_and_holds_the_photos_vectors(tmp_path_factory, precision):
     from skimage import data
 
     folder = tmp_path_factory.mktemp("photos")
@@ -90,7 +90,7 @@ def test_auto_runs_bf16_and_holds_the_photos_vectors(tmp_path_factory, precision
     assert cosine.min() >= 0.99, cosine
 
 
-def test_asked_precisions_are_taken_and_random_weights_stay_fp32(precision):  # noqa: F811
+def test_asked_precisions_are_taken_and_random_weights_stay_fp32(precision):
     spec, method = get_model("efficientnet-lite0"), get_method("global")
     precision("f32")
     assert Embedder(spec, method, backend="openvino").network.precision == "f32"
