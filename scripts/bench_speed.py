@@ -3,7 +3,7 @@ pipeline's parts, and the cold start of a search; prints one JSON object and wri
 docs/performance.md. Every ratio is measured in this one run, on this machine.
 
 Usage: scripts/bench_speed [--models a,b] [--backends tensorflow,openvino] [--skip-ingest] [--skip-verified]
-                          [--against REV [--rounds N]]
+                          [--against REV [--rounds N] [--cores N]]
 --against REV: the default verified ingest of the DVD photos on this tree and on commit REV, run
 alternately (``speed_against``); with it, only that is measured.
 """
@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--skip-verified", action="store_true")
     parser.add_argument("--against", metavar="REV", help="time the verified ingest against commit REV, alone")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cores", type=int, help="with --against: pin both trees to this many cores")
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = parser.parse_args()
     if args.against:
@@ -194,25 +195,27 @@ def against(args) -> None:
     dvd = DATASETS / "smvs_dvd_dev" / "images"
     if not dvd.is_dir():
         sys.exit(f"{dvd} is absent: nothing to measure")
-    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", **measure_against(args.against, dvd, args.rounds)}
+    result = {"machine": cpu_name(), **measure_against(args.against, dvd, args.rounds, args.cores)}
     print(json.dumps(result, indent=2))
     path = Path(args.out)
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rev, ours = result["rev"], result["images_per_s"]["this tree"]
     body = "\n".join([
-        f"## The verified ingest against {rev}", "",
-        f"`scripts/bench_speed --against {args.against} --rounds {args.rounds}` on {when}, commit {head()}; "
-        f"{result['machine']}. `imgsim ingest` of the {result['images']} DVD photos (default method, match-graph rows "
+        f"## The verified ingest against {rev}, {result['cores']} core(s)", "",
+        f"`scripts/bench_speed --against {args.against} --rounds {args.rounds}"
+        f"{f' --cores {args.cores}' if args.cores else ''}` on {when}, commit {head()}; {result['machine']}, "
+        f"{result['cores']} of {os.cpu_count()} cores used. `imgsim ingest` of the {result['images']} DVD photos (default method, match-graph rows "
         "included, start-up included), each tree in its own process and embedded server, a new collection each "
         "round, the two trees alternately.", "",
         "| tree | seconds per round | images/s (median) |", "|---|---|---|",
         f"| {rev} | {result['seconds'][rev]} | {result['images_per_s'][rev]} |",
         f"| this tree | {result['seconds']['this tree']} | {ours} |", "",
         f"**{result['ratio']}x** the images per second of {rev}."])
-    write_section(path, AGAINST, body)
+    write_section(path, against_section(result["cores"]), body)
 
 
-AGAINST = "bench_speed --against"
+def against_section(cores: int) -> str:
+    return f"bench_speed:against-{cores}-cores"
 
 
 def head() -> str:
@@ -256,8 +259,9 @@ def write(result: dict, path: Path, argv: str) -> None:
     lines += ["", SEE_ALSO]
     kept = kept_section(path, "bench_serve")  # the section scripts/bench_serve writes here stays
     lines += ["", kept] if kept else []
-    kept = kept_section(path, AGAINST)  # and the one --against writes
-    lines += ["", kept] if kept else []
+    for cores in range(1, (os.cpu_count() or 1) + 1):  # and those --against writes
+        kept = kept_section(path, against_section(cores))
+        lines += ["", kept] if kept else []
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 

@@ -35,7 +35,10 @@ def own_server(args: argparse.Namespace) -> Callable[..., None]:
 
 
 def section_markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}: written by scripts/{name} -->", f"<!-- /{name} -->"
+    """A section's markers: ``name`` is the script's, with what the run measured after a colon
+    (``bench_speed:against-2-cores``)."""
+    script = name.split(":")[0]
+    return f"<!-- {name}: written by scripts/{script} -->", f"<!-- /{name} -->"
 
 
 def kept_section(path: Path, name: str) -> str:

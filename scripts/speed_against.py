@@ -34,20 +34,23 @@ def _env(tree: Path, home: Path) -> dict[str, str]:
     return {**env, "IMGSIM_HOME": str(home), "PYTHONPATH": str(tree), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def _cli(tree: Path, home: Path, *args: str) -> float:
-    """Seconds that ``imgsim ARGS`` of ``tree`` took (its own module, run from its folder)."""
+def _cli(tree: Path, home: Path, *args: str, cores: int | None = None) -> float:
+    """Seconds that ``imgsim ARGS`` of ``tree`` took (its own module, run from its folder), on
+    the first ``cores`` cores of this machine (default: all)."""
+    pin = None if cores is None else (lambda: os.sched_setaffinity(0, range(cores)))
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=tree, env=_env(tree, home),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, preexec_fn=pin)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"imgsim {' '.join(args)} in {tree} failed: {done.stderr.strip()[-500:]}")
     return seconds
 
 
-def measure_against(rev: str, folder: Path, rounds: int = 2) -> dict:
+def measure_against(rev: str, folder: Path, rounds: int = 2, cores: int | None = None) -> dict:
     """images/s of ``imgsim ingest FOLDER`` (default method, graph included) on ``rev`` and on
-    this tree, ``rounds`` times each, alternately (``rev`` first)."""
+    this tree, ``rounds`` times each, alternately (``rev`` first), on ``cores`` cores (the
+    processes pinned to them; default: every core)."""
     images = sum(1 for p in folder.rglob("*") if p.is_file())
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
@@ -61,7 +64,8 @@ def measure_against(rev: str, folder: Path, rounds: int = 2) -> dict:
         try:
             for k in range(rounds):
                 for name, tree in trees.items():
-                    took = _cli(tree, homes[name], "ingest", str(folder), "--collection", f"speed-{k}", "-q")
+                    took = _cli(tree, homes[name], "ingest", str(folder), "--collection", f"speed-{k}", "-q",
+                                cores=cores)
                     seconds[name].append(took)
                     print(f"{name}: {images / took:.2f} images/s", file=sys.stderr, flush=True)
         finally:
@@ -69,6 +73,6 @@ def measure_against(rev: str, folder: Path, rounds: int = 2) -> dict:
                 subprocess.run([sys.executable, "-m", "app.cli", "db", "stop"], cwd=tree, env=_env(tree, homes[name]),
                                capture_output=True)
     rate = {name: round(images / statistics.median(s), 2) for name, s in seconds.items()}
-    return {"rev": commit, "images": images, "rounds": rounds,
+    return {"rev": commit, "images": images, "rounds": rounds, "cores": cores or len(os.sched_getaffinity(0)),
             "seconds": {name: [round(x, 1) for x in s] for name, s in seconds.items()},
             "images_per_s": rate, "ratio": round(rate["this tree"] / rate[commit], 2)}
