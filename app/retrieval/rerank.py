@@ -114,9 +114,9 @@ class Verifier:
         todo = [i for i in ids if i not in self.inliers and i != self.query.image_id]
         if not todo:  # all verified already: no read of local features
             return
-        kind = self.method.local.name
-        found = self.shared.load(self.conn, kind, todo) if self.shared else load_local(self.conn, kind, todo)
-        prepared = {image_id: Prepared(features, self.method.local) for image_id, features in found.items()}
+        kind = self.method.local
+        prepared = self.shared.load(self.conn, kind, todo) if self.shared else {
+            image_id: Prepared(features, kind) for image_id, features in load_local(self.conn, kind.name, todo).items()}
         found, ratio = verify_all(self.q, prepared, self._matches)
         for image_id, (inliers, count) in found.items():
             self.inliers[image_id] = inliers

@@ -9,31 +9,35 @@ from collections.abc import Iterable
 import numpy as np
 from sqlalchemy import Connection
 
-from app.describe.keypoints import LocalFeatures
+from app.describe.keypoints import LocalKind
+from app.describe.matching import Prepared
 from app.store.local import load_local
 
 
 class SharedWork:
     """What the verifications of one job (the match graph's rows) share: the local features of
-    the last ``FEATURES_KEPT`` candidates loaded, and tentative matches for queries still to
-    come. Verifying (a, b) takes one product of their descriptors, which gives the ratio test
+    the last ``FEATURES_KEPT`` candidates loaded, ready for matching (``Prepared``: the codes as
+    float32 with their norms, which cost a tenth of a row's time when made for each row anew),
+    and tentative matches for queries still to come. Verifying (a, b) takes one product of their descriptors, which gives the ratio test
     both ways; when b's row is still to be computed its matches against a are kept (at most
     ``MATCHES_KEPT``), so (b, a) later needs only its homography. A row's candidates are
     verified in threads (``app.describe.local.in_threads``): the kept matches are taken and
     kept under a lock."""
 
-    FEATURES_KEPT = 512  # about 136 KiB each
+    FEATURES_KEPT = 512  # about 260 KiB each (float32 codes)
     MATCHES_KEPT = 200_000
 
     def __init__(self, pending: Iterable[int]):
         self.pending = set(pending)
-        self.features: OrderedDict[int, LocalFeatures] = OrderedDict()
+        self.features: OrderedDict[int, Prepared] = OrderedDict()
         self.later: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}  # query -> candidate -> matches
         self.kept = 0
         self.lock = threading.Lock()
 
-    def load(self, conn: Connection, kind: str, ids: list[int]) -> dict[int, LocalFeatures]:
-        self.features.update(load_local(conn, kind, [i for i in ids if i not in self.features]))
+    def load(self, conn: Connection, kind: LocalKind, ids: list[int]) -> dict[int, Prepared]:
+        """The candidates' features ready for matching (those with none stored are left out)."""
+        loaded = load_local(conn, kind.name, [i for i in ids if i not in self.features])
+        self.features.update({i: Prepared(features, kind) for i, features in loaded.items()})
         found = {i: self.features[i] for i in ids if i in self.features}
         for i in found:
             self.features.move_to_end(i)
