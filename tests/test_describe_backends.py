@@ -132,7 +132,7 @@ def test_a_worker_network_takes_its_thread_count_unpinned(monkeypatch):
 
 @pytest.mark.parametrize("method_name", ["gem+sift", "gem-ms+sift", "global+sift"])
 def test_turned_rows_are_the_images_described_turned_by_a_quarter(photos, method_name):
-    """A verifying method's rows carry the whole image turned by a quarter each way (at 3/4 of
+    """A verifying method's rows carry the whole image turned by a quarter each way (at half
     its side) after its descriptor rows, sharing the network's batches: each is what
     describing the turned image on its own gives, and a turn moves the vector far from the
     upright one."""
@@ -147,8 +147,8 @@ def test_turned_rows_are_the_images_described_turned_by_a_quarter(photos, method
     rows = embedder.describe(prepared, turns=True)
     for arrays, described in zip(prepared, rows):
         upright, turned = split_turned(described, method)
-        quarter = [np.asarray(Image.fromarray(a).resize((round(a.shape[1] * 0.75), round(a.shape[0] * 0.75)),
-                                                      Image.BILINEAR, reducing_gap=3.0)) for a in arrays]
+        quarter = [np.asarray(Image.fromarray(a).resize((round(a.shape[1] * 0.5), round(a.shape[0] * 0.5)),
+                                                    Image.BILINEAR, reducing_gap=3.0)) for a in arrays]
         alone = [embedder.describe([[np.rot90(a, k) for a in quarter]])[0][0] for k in (1, 3)]
         assert np.allclose(upright, embedder.describe([arrays])[0], atol=1e-5)
         assert turned.shape == (2, spec.dim) and np.allclose(turned, np.stack(alone), atol=1e-5)
