@@ -89,3 +89,16 @@ def test_the_match_graph_is_the_same_without_the_shortcuts(engine, lite0_embedde
         assert sum(map(len, with_shortcuts.values())) > 100 and _graph_by_sha(engine, "default") == with_shortcuts
     finally:
         get_settings.cache_clear()
+
+
+def test_sift_detects_at_768_px_and_keeps_the_1024_px_frame(photos):
+    """Keypoints found at 768 px are stored where the same points lie at 1024 px: a photo and its
+    copy at twice the size give the same keypoints in the frame (the larger is reduced first)."""
+    from app.describe.keypoints import DETECT_SIDE, LONGEST_SIDE
+
+    photo = photos["astronaut"].resize((1024, 1024))
+    small, large = extract(photo, SIFT), extract(photo.resize((2048, 2048), Image.LANCZOS), SIFT)
+    assert SIFT.detect_side == DETECT_SIDE == 768 and LONGEST_SIDE == 1024
+    assert small.points.max() > 900 and small.points.max() <= 1024  # spread over the 1024 frame, not 768
+    near = np.linalg.norm(small.points[:, None] - large.points[None], axis=2).min(axis=1)
+    assert np.median(near) < 1.0 and len(small) >= 0.9 * len(large)
