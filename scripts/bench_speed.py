@@ -39,7 +39,8 @@ from app.describe.registry import get_model  # noqa: E402
 GMACS = {"efficientnet-lite0": 0.39, "mobilenetv2-tv": 0.30, "resnet50": 4.1, "efficientnetb0": 0.39}
 RANDOM_WEIGHTS = {"resnet50", "efficientnetb0"}  # no offline ImageNet weights: speed only
 BATCH = 16
-SEE_ALSO = ("Also measured: the web service under load (below, and [serve.md](serve.md), "
+SEE_ALSO = ("Also measured: what the verified pipeline spends and what was done to make it do less "
+            "([verified-speed.md](verified-speed.md)); the web service under load (below, and [serve.md](serve.md), "
             "`scripts/bench_serve`); the Ray engine against the local one "
             "([ray.md](ray.md), `scripts/bench_ray`); the database at scale ([scale.md](scale.md)).")
 
