@@ -73,14 +73,11 @@ def library(tmp_path) -> Path:
 def test_phone_and_camera_formats_are_read_upright(library):
     from app.files.images import ImageError, load_image, photo_size
 
-    from app.describe.keypoints import LONGEST_SIDE
-    from app.files import raw
-
-    assert raw.LONGEST_SIDE == LONGEST_SIDE  # the preview is brought to the frame keypoints are found in
-    for name, top, size in (("IMG_0001.HEIC", GREEN, (160, 240)), ("pixel.avif", GREEN, (160, 240)),
-                             ("camera.dng", RED, (320, 480))):  # a RAW's size: its sensor's, not its preview's
-        image = load_image(library / name)
-        assert image.size == size and photo_size((library / name).read_bytes()) == size, name
+    for name, top, size, shown in (("IMG_0001.HEIC", GREEN, (160, 240), (160, 240)),
+                                   ("pixel.avif", GREEN, (160, 240), (160, 240)),
+                                   ("camera.dng", RED, (160, 240), (320, 480))):  # a RAW: its preview, as large
+        image = load_image(library / name)  # as the camera made it; the photo's size: its sensor's
+        assert image.size == size and photo_size((library / name).read_bytes()) == shown, name
         x, y = size[0] // 2, size[1] // 8
         near = lambda xy, color: all(abs(a - b) < 70 for a, b in zip(image.getpixel(xy), color))
         assert near((x, y), top) and not near((x, size[1] - y), top), (name, image.getpixel((x, y)))

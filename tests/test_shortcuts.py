@@ -102,3 +102,6 @@ def test_sift_detects_at_768_px_and_keeps_the_1024_px_frame(photos):
     assert small.points.max() > 900 and small.points.max() <= 1024  # spread over the 1024 frame, not 768
     near = np.linalg.norm(small.points[:, None] - large.points[None], axis=2).min(axis=1)
     assert np.median(near) < 1.0 and len(small) >= 0.9 * len(large)
+    # a smaller picture of a larger photo (a camera's preview): found in it, placed in the photo's frame
+    preview = extract(photo.resize((512, 512), Image.LANCZOS), SIFT, shown=(4000, 4000))
+    assert preview.points.max() > 900 and preview.points.max() <= 1024

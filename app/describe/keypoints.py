@@ -99,9 +99,12 @@ def _detector(kind: LocalKind, contrast: float = SIFT_CONTRAST):
     return cv2.ORB_create(nfeatures=kind.max_keypoints, fastThreshold=10)
 
 
-def extract(image: Image.Image, kind: LocalKind) -> LocalFeatures:
+def extract(image: Image.Image, kind: LocalKind, shown: tuple[int, int] | None = None) -> LocalFeatures:
+    """The local features of ``image``, their points in the frame of the photo as it is shown
+    (``shown``: its full size, when ``image`` is a reduced decode or a camera's smaller preview;
+    default: the image's own size). A smaller picture is never enlarged for detection."""
     gray = image.convert("L")
-    frame = min(1.0, LONGEST_SIDE / max(gray.size))  # the stored frame, per pixel of the image
+    frame = frame_size(*(shown or gray.size))[0] / gray.width  # the stored frame, per pixel of the image
     scale = min(1.0, kind.detect_side / max(gray.size))  # the detection's
     if scale < 1:
         gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.BILINEAR)

@@ -1,7 +1,8 @@
 """Camera RAW files (DNG, CR2, CR3, NEF, ARW, RAF, ORF, RW2, PEF, SRW) through LibRaw (``rawpy``):
 the embedded preview the camera wrote where there is one (what the camera showed, and quick),
-else a demosaic at half size; turned as the camera was held; the photo's size is the sensor's
-picture, turned likewise. LibRaw is loaded when a file may be a RAW one (80 ms a cold search
+else a demosaic at half size; turned as the camera was held, and never enlarged (SIFT finds more
+in the preview itself than in an enlarged copy; its keypoints are placed in the frame of the
+photo's size). The photo's size is the sensor's picture, turned likewise. LibRaw is loaded when a file may be a RAW one (80 ms a cold search
 need not pay)."""
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import io
 
 import numpy as np
 from PIL import Image
-
-LONGEST_SIDE = 1024  # the frame of local features (app.describe.keypoints: not imported, files sit below it)
 
 RAW_EXTENSIONS = {".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw"}
 # LibRaw's flip -> the turn that shows the picture upright
@@ -61,17 +60,7 @@ def decode_raw(data: bytes, max_pixels: int) -> Image.Image:
         except rawpy.LibRawError as exc:
             raise RawFailure(f"corrupt or truncated camera RAW file: {exc}") from None
     turn = _TURNS.get(flip)
-    image = image.transpose(turn) if turn is not None else image
-    return _as_large_as_its_frame(image, (height, width) if flip in (5, 6) else (width, height))
-
-
-def _as_large_as_its_frame(image: Image.Image, shown: tuple[int, int]) -> Image.Image:
-    """A preview smaller than the frame local features are found in (the photo's size, its
-    longest side at most ``LONGEST_SIDE``) is scaled up to it: the stored size is the sensor's,
-    and the match view draws keypoints in that frame."""
-    scale = min(1.0, LONGEST_SIDE / max(shown))
-    frame = (max(1, round(shown[0] * scale)), max(1, round(shown[1] * scale)))
-    return image.resize(frame, Image.BICUBIC) if image.width < frame[0] else image
+    return image.transpose(turn) if turn is not None else image
 
 
 def _preview(raw) -> Image.Image:

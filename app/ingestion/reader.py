@@ -116,8 +116,8 @@ def decode_work(work: Work, method: Method, max_pixels: int, max_bytes: int,
         min_side = max([method.min_side(s) for s in work.models] or [1])
         image = decode(data, max_pixels, min_side=min_side, longest=method.longest_side())
         arrays = {spec.name: method.prepare(image, spec) for spec in work.models}
-        local = extract(image, method.local) if work.need_local else None
         width, height = photo_size(data)  # the stored size is the photo's, not the reduced decode's
+        local = extract(image, method.local, (width, height)) if work.need_local else None
         work.sha = sha256(data)  # the content read now (the file may have changed since it was hashed)
         return Decoded(work, width, height, arrays, local)
     except ImageError as exc:
