@@ -105,3 +105,20 @@ def test_sift_detects_at_768_px_and_keeps_the_1024_px_frame(photos):
     # a smaller picture of a larger photo (a camera's preview): found in it, placed in the photo's frame
     preview = extract(photo.resize((512, 512), Image.LANCZOS), SIFT, shown=(4000, 4000))
     assert preview.points.max() > 900 and preview.points.max() <= 1024
+
+
+def test_preprocessing_in_place_gives_the_plain_expressions_values_and_leaves_the_batch():
+    from app.describe import preprocess as p
+
+    plain = {"caffe": lambda x: x[..., ::-1] - p._CAFFE_BGR_MEAN, "tf": lambda x: x / 127.5 - 1.0,
+             "torch": lambda x: (x / 255.0 - p._IMAGENET_MEAN) / p._IMAGENET_STD,
+             "lite": lambda x: (x - 127.0) / 128.0, "none": lambda x: x}
+    batch = np.random.default_rng(0).integers(0, 256, (4, 32, 24, 3), np.uint8)
+    kept = batch.copy()
+    for kind, expression in plain.items():
+        expected = expression(batch.astype(np.float32)).astype(np.float32)
+        got = p.preprocess(kind, batch)
+        assert got.dtype == np.float32 and np.array_equal(got, expected), kind
+        floats = batch.astype(np.float32)
+        assert p.preprocess(kind, floats) is not floats and np.array_equal(floats, kept), kind  # a copy
+    assert set(plain) == set(p.PREPROCESSORS) and np.array_equal(batch, kept)
