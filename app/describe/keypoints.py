@@ -6,7 +6,7 @@ Rules (fixed, documented defaults):
   distance of verification is set. SIFT doubles its input first, so 768 px are analysed from
   1536: at 1024 the finest octave (2048 px) gave the budget to keypoints 2-3 px across (paper
   grain, noise, JPEG blocks) that a second photo does not repeat. Measured on the DVD photos
-  (docs/performance.md): mAP 0.960 -> 0.976 all-vs-all, 0.937 -> 0.958 photo -> photo, in 0.56x
+  (docs/quality.md): mAP 0.960 -> 0.976 all-vs-all, 0.937 -> 0.958 photo -> photo, in 0.56x
   the time (68 against 121 ms a photo). Descriptors
   are kept compact (``compact_sift``): SIFT's eight orientation bins per cell merged pairwise into
   four (45-degree bins into 90-degree ones, 64 values), taken as RootSIFT and quantized to
