@@ -2,9 +2,10 @@
 feature map.
 
 TensorFlow/Keras is the reference (the models are defined and their weights ported there).
-OpenVINO runs the same network converted from the Keras model's ``tf.function`` once (in fp32, or
-in bf16 where the CPU has it and a check holds: ``app.describe.precision``), and cached next to the weights under a name that holds the model and its weights' sha256; a
-later run reads the cached network and never imports TensorFlow. ``auto`` picks OpenVINO when it
+OpenVINO runs the same network converted from the Keras model's ``tf.function`` once, cached next
+to the weights under a name that holds the model and its weights' sha256, and run in fp32, or in
+bf16 where the CPU has it and a check holds (``app.describe.precision``); a later run reads the
+cached network and never imports TensorFlow. ``auto`` picks OpenVINO when it
 is installed. Models with random weights (tests) are converted in memory and not cached.
 """
 from __future__ import annotations

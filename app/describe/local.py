@@ -53,7 +53,8 @@ EPIPOLAR_WEIGHT = MIN_INLIERS / EPIPOLAR_INLIERS
 # more; the pairs it is for have 0.7-0.9): samples enough to draw 7 of them at once with 99.9%
 # confidence (244). A pair without such a scene stops there instead of searching 2000 samples.
 EPIPOLAR_SHARE = 0.6
-EPIPOLAR_SAMPLES = math.ceil(math.log(1 - 0.999) / math.log(1 - EPIPOLAR_SHARE ** 7))
+CONFIDENCE = 0.999  # of each RANSAC: that it drew a sample of inliers only, where a model verifies
+EPIPOLAR_SAMPLES = math.ceil(math.log(1 - CONFIDENCE) / math.log(1 - EPIPOLAR_SHARE ** 7))
 BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the same part of it
 # A query none of whose candidates verifies at RATIO is matched again at this: over Holidays'
 # relevant pairs that found no inlier at 0.8, 18% verify at 0.85 (a hard pair's true matches lie
@@ -62,7 +63,6 @@ BURST_RADIUS = 0.1 * 1024  # px: inliers this close in the query count as the sa
 RETRY_RATIO = 0.85
 REPROJECTION_PX = 6.0
 HOMOGRAPHY_SAMPLES = 2000
-CONFIDENCE = 0.999  # of each RANSAC: that it drew a sample of inliers only, where a model verifies
 
 
 def samples_needed(matches: int, inliers: int, size: int, most: int) -> int:

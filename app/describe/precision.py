@@ -48,10 +48,10 @@ def probe_images(count: int = PROBES, width: int = 320, height: int = 240) -> np
     images = []
     for _ in range(count):
         image = np.zeros((height, width, 3), np.float32)
-        for cells in (4, 12, 40):  # smooth fields at three scales, upsampled by repetition
+        for cells, weight in ((4, 60.0), (12, 30.0), (40, 30.0)):  # smooth fields at three scales, repeated
             field = rng.random((cells, cells * width // height + 1, 3), dtype=np.float32)
             rows, cols = (y * cells / height).astype(int), (x * cells / width).astype(int)
-            image += field[rows, cols] * (60.0 / len(str(cells)))
+            image += field[rows, cols] * weight
         for _ in range(6):  # discs and stripes: sharp edges
             cy, cx, r = rng.random(3) * (height, width, height / 3)
             image[(y - cy) ** 2 + (x - cx) ** 2 < r ** 2] = rng.random(3) * 255

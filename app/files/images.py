@@ -119,13 +119,9 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None, longest: i
     ``min_side`` and ``longest`` let JPEG decoding downscale in the DCT domain while
     keeping the shorter side >= ``min_side`` and the longer side >= ``longest``.
     """
-    if _maybe_raw(data):
-        try:
-            return to_rgb(decode_raw(data, max_pixels))
-        except NotRaw:  # a TIFF that is not a camera's: Pillow's
-            pass
-        except RawFailure as exc:
-            raise ImageError(str(exc)) from None
+    raw = _as_raw(data, lambda d: decode_raw(d, max_pixels))
+    if raw is not None:
+        return to_rgb(raw)
     _heif_where_needed(data)
     try:
         with warnings.catch_warnings():
@@ -148,6 +144,19 @@ def decode(data: bytes, max_pixels: int, min_side: int | None = None, longest: i
         raise ImageError(f"corrupt or truncated image: {text}") from None
 
 
+def _as_raw(data: bytes, read):
+    """``read(data)`` where the bytes are a camera RAW file, else None (a TIFF that is not a
+    camera's is Pillow's); a broken RAW file is an ImageError."""
+    if not _maybe_raw(data):
+        return None
+    try:
+        return read(data)
+    except NotRaw:
+        return None
+    except RawFailure as exc:
+        raise ImageError(str(exc)) from None
+
+
 def _maybe_raw(data: bytes) -> bool:
     """Whether the bytes may be a camera RAW file: TIFF-like (DNG, CR2, NEF, ARW, PEF, SRW; ORF's
     and RW2's own marks), Fujifilm's RAF, Canon's CR3."""
@@ -161,13 +170,9 @@ _QUARTER_TURNS = {5, 6, 7, 8}
 def photo_size(data: bytes) -> tuple[int, int]:
     """The photo's full size as it is shown (EXIF orientation applied), read from its header,
     whatever size a reduced decode of it has."""
-    if _maybe_raw(data):
-        try:
-            return raw_size(data)
-        except NotRaw:
-            pass
-        except RawFailure as exc:
-            raise ImageError(str(exc)) from None
+    size = _as_raw(data, raw_size)
+    if size is not None:
+        return size
     _heif_where_needed(data)
     try:
         with Image.open(io.BytesIO(data)) as image:

@@ -2,8 +2,8 @@
 the embedded preview the camera wrote where there is one (what the camera showed, and quick),
 else a demosaic at half size; turned as the camera was held, and never enlarged (SIFT finds more
 in the preview itself than in an enlarged copy; its keypoints are placed in the frame of the
-photo's size). The photo's size is the sensor's picture, turned likewise. LibRaw is loaded when a file may be a RAW one (80 ms a cold search
-need not pay)."""
+photo's size). The photo's size is the sensor's picture, turned likewise. LibRaw is loaded when
+a file may be a RAW one (80 ms a cold search need not pay)."""
 from __future__ import annotations
 
 import io
