@@ -10,9 +10,11 @@ import psycopg
 import pytest
 from PIL import Image
 
+from app import api
 from app.collection.linkage import average_linkage
-from app.evaluation.grouping import group_scores
+from app.evaluation.grouping import evidence_reach, group_scores
 from app.retrieval.confidence import covered_share, same_item_confidence
+from app.store.db import get_engine
 from tests.helpers import LITE0, make_images
 from tests.test_cli import imgsim
 
@@ -77,6 +79,19 @@ def test_group_scores_against_labels():
     assert merged.pair_precision == pytest.approx(4 / 10) and merged.pair_recall == 1.0
     nothing = group_scores([], labels)
     assert nothing.pair_recall == 0.0 and nothing.pair_precision == 1.0 and nothing.bcubed_precision == 1.0
+    assert nothing.edge_recall is None and nothing.reachable_recall is None
+
+
+def test_how_far_the_edges_reach():
+    """A chain of true edges reaches its item's pairs without an edge of their own; an edge
+    between two items carries nobody to the other item."""
+    labels = {1: "a", 2: "a", 3: "a", 4: "b", 5: "b", 6: "c"}
+    chain_and_bridge = {(1, 2): 0.9, (2, 3): 0.8, (3, 4): 0.95}  # 4 true pairs: (1,2) (1,3) (2,3) (4,5)
+    assert evidence_reach(chain_and_bridge, labels) == (2 / 4, 3 / 4)
+    scores = group_scores([[1, 2]], labels, chain_and_bridge)
+    assert (scores.edge_recall, scores.reachable_recall) == (0.5, 0.75) and scores.pair_recall == 0.25
+    assert evidence_reach({}, labels) == (0.0, 0.0)
+    assert evidence_reach({(1, 6): 0.9}, {1: "a", 6: "c"}) == (1.0, 1.0)  # no true pair to miss
 
 
 def names(group) -> set[str]:
@@ -95,6 +110,9 @@ def test_the_calendar_in_two_groups_and_a_persons_decisions_stay(database, calen
         assert sum(m["keep"] for m in group["members"]) == 1
         assert all(m["confidence"] >= 0.5 and m["evidence"] for m in group["members"])
     ids = {m["path"].rsplit("/", 1)[-1]: m["id"] for g in found for m in g["members"]}
+    scores = api.group_scores("default", LITE0.name, engine=get_engine())  # against the labels ingested
+    assert (scores.pair_precision, scores.pair_recall, scores.groups, scores.true_groups) == (1.0, 1.0, 2, 2)
+    assert scores.reachable_recall == 1.0 and 0.9 <= scores.edge_recall <= 1.0  # nearly every pair verified
 
     # a person says 9.jpg is not the same item as the rest of January
     others = [ids[n] for n in JANUARY - {"9.jpg"}]

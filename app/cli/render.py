@@ -87,9 +87,11 @@ def print_metrics(rows: list[dict], title: str = "metrics") -> None:
 
 
 def print_group_scores(scores, title: str) -> None:
-    print_table(["pair precision", "pair recall", "B-cubed F1", "groups found", "true groups", "largest"],
+    reach = [] if scores.edge_recall is None else [f"{scores.edge_recall:.3f}", f"{scores.reachable_recall:.3f}"]
+    print_table(["pair precision", "pair recall", "B-cubed F1", "groups found", "true groups", "largest",
+                 *(["true pairs with an edge", "reachable through edges"] if reach else [])],
                 [[f"{scores.pair_precision:.3f}", f"{scores.pair_recall:.3f}", f"{scores.bcubed_f1:.3f}",
-                  str(scores.groups), str(scores.true_groups), str(scores.largest)]], title)
+                  str(scores.groups), str(scores.true_groups), str(scores.largest), *reach]], title)
 
 
 def print_ingest(report) -> None:
