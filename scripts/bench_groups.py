@@ -76,9 +76,12 @@ def measure(engine, tmp: Path, model: str = "efficientnet-lite0") -> list[dict]:
         started = time.perf_counter()
         report = api.ingest(folder, model, "verified", labels, engine=engine, collection=collection)
         ingest_s = time.perf_counter() - started
-        started = time.perf_counter()
-        found = api.groups(model, "verified", collection, engine=engine)
-        group_s = time.perf_counter() - started
+        times = []
+        for _ in range(3):  # the median of three: one call may meet the server's own upkeep after the ingest
+            started = time.perf_counter()
+            found = api.groups(model, "verified", collection, engine=engine)
+            times.append(time.perf_counter() - started)
+        group_s = sorted(times)[1]
         scores = api.group_scores(collection, model, "verified", engine=engine)
         false_pairs = sum(len(g.members) * (len(g.members) - 1) // 2 for g in found) if not scores.true_groups else None
         rows.append({"set": name, "images": report.found, **scores.as_dict(), "false_pairs": false_pairs,
@@ -105,7 +108,7 @@ def write(rows: list[dict], path: Path) -> None:
         "did not find).",
         "",
         "| set | images | pair precision | pair recall | B-cubed F1 | groups found / true | largest | false pairs "
-        "| true pairs with an edge | reachable through edges | grouping s |",
+        "| true pairs with an edge | reachable through edges | grouping s (median of 3) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
