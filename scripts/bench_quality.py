@@ -80,7 +80,8 @@ def main() -> None:
         import bench_groups
 
         with tempfile.TemporaryDirectory() as tmp:
-            bench_groups.write(bench_groups.measure(engine, Path(tmp)), ROOT / "docs" / "groups.md")
+            bench_groups.write(bench_groups.measure(engine, Path(tmp)), ROOT / "docs" / "groups.md",
+                               bench_groups.measure_scale(engine))
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -100,13 +100,17 @@ def settle(groups: list[list[int]], confidence: dict[Pair, float], threshold: fl
     the same as another (``placed``) stay."""
     owner = {i: n for n, g in enumerate(groups) for i in g}
     members = {n: set(g) for n, g in enumerate(groups)}
+    linked: dict[int, set[int]] = {}  # each photo's images with an edge, read once (not per photo that moves)
+    for a, b in confidence:
+        linked.setdefault(a, set()).add(b)
+        linked.setdefault(b, set()).add(a)
     for _ in range(rounds):
         moved = False
         for i in sorted(owner):
             here = members[owner[i]]
             if i in placed or len(here) < 2 or member_confidence(i, sorted(here), confidence, unknown) >= threshold:
                 continue
-            near = {owner[o] for (a, b) in confidence for o in ((b,) if a == i else (a,) if b == i else ())}
+            near = {owner[o] for o in linked.get(i, ())}
             choices = [(member_confidence(i, sorted(members[n] | {i}), confidence, unknown), n) for n in near
                        if n != owner[i] and not any((min(i, o), max(i, o)) in apart for o in members[n])]
             best, n = max(choices, default=(0.0, None))
