@@ -133,7 +133,8 @@ def evaluate(
     as_json: JsonOpt = False,
 ):
     """Ingest FOLDER into its own collection if needed, search with every labelled query file,
-    report mAP, P@1, P@R, recall@1/@k (and with --groups: pair precision and recall, B-cubed F1)."""
+    report mAP, P@1, P@R, recall@1/@k (and with --groups: pair precision and recall, B-cubed F1, and
+    how far the stored edges reach: the true pairs with an edge, and those joined through edges)."""
     spec, meth = one_spec(model), method(method_name)
     try:
         result = api.evaluate(folder, labels, spec.name, meth, k, collection=collection)
