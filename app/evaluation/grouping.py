@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from app.collection.groups import MIN_CONFIDENCE, find_groups
 from app.describe.methods import Method
+from app.retrieval.duplicates import groups as connected_groups
 from app.store.collections import Collection
 from app.store.files import labelled_paths
 from app.store.groups import confident_edges
@@ -73,22 +74,10 @@ def evidence_reach(edges: Mapping[tuple[int, int], float] | Sequence[tuple[int, 
                    labels: dict[int, str]) -> tuple[float, float]:
     """(the share of the pairs that carry one label with an edge, the share joined by a path of
     edges that each join two images of that label); 1.0 each where no two images share a label."""
-    owner = {i: i for i in labels}
-
-    def root(i: int) -> int:
-        while owner[i] != i:
-            owner[i] = owner[owner[i]]
-            i = owner[i]
-        return i
-
-    direct = 0
-    for a, b in edges:
-        if a in labels and b in labels and labels[a] == labels[b]:
-            direct += 1
-            owner[root(a)] = root(b)
+    true = [(a, b, 0.0) for a, b in edges if a in labels and b in labels and labels[a] == labels[b]]
     same = sum(n * (n - 1) // 2 for n in Counter(labels.values()).values())
-    joined = sum(n * (n - 1) // 2 for n in Counter(root(i) for i in labels).values())
-    return (direct / same, joined / same) if same else (1.0, 1.0)
+    joined = sum(len(c) * (len(c) - 1) // 2 for c in connected_groups(true))
+    return (len(true) / same, joined / same) if same else (1.0, 1.0)
 
 
 def image_labels(engine: Engine, collection: Collection) -> dict[int, str]:
